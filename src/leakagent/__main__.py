@@ -1,0 +1,5 @@
+"""``python -m leakagent``: the launcher."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Start the agent in this process: called by the sitecustomize module, never raises.
+
+Reads the configuration, patches ``threading.local`` as soon as ``threading`` is imported (at
+once if it already is), registers post-import hooks for the client targets, and starts the
+reporter. wrapt and OpenTelemetry are not imported here: a client target imports wrapt when its
+library is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import config as config_mod
+from . import guard, importhook, log, threadlocal
+from . import report as report_mod
+from .callsite import SiteFinder
+from .lifecycle import Reporter
+from .targets import CATALOG
+from .tracker import LOCAL_KIND, Tracker, qualified_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any, Optional
+
+    from .config import Config
+    from .targets import Target
+
+ROOT_PID_ENV = "LEAKAGENT_ROOT_PID"
+
+
+class Agent:
+    """The agent of this process: configuration, tracker, reporter and hooks."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.tracker = Tracker(
+            threshold=config.threshold,
+            max_sites=config.max_sites,
+            max_live_refs=config.max_live_refs,
+            on_suspect=self._on_suspect,
+        )
+        self.reporter = Reporter(self.tracker, config, _root_pid())
+        self._local_sites = SiteFinder()
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def _on_suspect(self, site: dict[str, Any], event: str) -> None:
+        log.warning(report_mod.warning_line(site, event, self.config.threshold))
+        self.reporter.wake()
+
+    def _local_created(self, cls: type, obj: object) -> None:
+        guard.fault_point(threadlocal.PART)
+        if cls is threadlocal.RawLocal:
+            kind, base = LOCAL_KIND, None
+        else:
+            kind, base = qualified_name(cls), LOCAL_KIND
+        self.tracker.record(kind, self._local_sites.find(1), obj, base)
+
+    def _patch_threading(self, module: ModuleType) -> None:
+        threadlocal.patch(module, self._local_created)
+
+    def _hook_for(self, target: Target) -> Callable[[ModuleType], None]:
+        def patch_target(module: ModuleType) -> None:
+            from . import patcher  # imports wrapt: only once a target library is imported
+
+            patcher.patch(target, module, self.tracker)
+
+        return patch_target
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Install the hooks and the reporter."""
+        if self.config.track_locals:
+            importhook.when_imported("threading", self._patch_threading)
+        if self.config.track_clients:
+            for target in CATALOG:
+                if target.enabled:
+                    importhook.when_imported(target.module, self._hook_for(target))
+        self.reporter.start()
+        self.reporter.install_exit_hooks()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        try:
+            self.tracker.reset_after_fork()
+            log.reset_after_fork()
+            self.reporter.after_fork_in_child()
+        except Exception as exc:
+            guard.failed("fork", exc)
+
+    def stop(self) -> None:
+        """Remove every patch (tests and ``leakagent.stop()``); counts are kept."""
+        import sys
+
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threadlocal.unpatch(threading)
+        importhook.uninstall()
+        patcher = sys.modules.get("leakagent.patcher")
+        if patcher is not None:
+            patcher.unpatch_all()
+
+
+_agent: Optional[Agent] = None
+
+
+def _root_pid() -> Optional[int]:
+    """The pid of the process the agent was first loaded in; children inherit it."""
+    value = os.environ.get(ROOT_PID_ENV, "")
+    if value.isdigit():
+        return int(value)
+    os.environ[ROOT_PID_ENV] = str(os.getpid())
+    return os.getpid()
+
+
+def get_agent() -> Optional[Agent]:
+    """The running agent, or None when it is disabled or not started."""
+    return _agent
+
+
+def start() -> Optional[Agent]:
+    """Start the agent once per process. Never raises (except in strict test mode)."""
+    global _agent
+    if _agent is not None:
+        return _agent
+    try:
+        config = config_mod.load()
+        log.set_level(config.log_level)
+        if not config.enabled:
+            return None
+        config_mod.warn_problems(config)
+        agent = Agent(config)
+        _agent = agent
+        agent.start()
+        return agent
+    except Exception as exc:
+        guard.failed("bootstrap", exc)
+        return None

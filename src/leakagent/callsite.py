@@ -1,0 +1,98 @@
+"""Find the call site to blame: the first frame in the program's own code.
+
+A raw caller is usually library code (``boto3/__init__.py``, ``requests/api.py``), a wrapt
+frame (with ``WRAPT_DISABLE_EXTENSIONS=1``) or the agent itself. Frames are skipped by file
+name, never by a fixed depth. Standard-library frames (``concurrent/futures``, ``functools``)
+are passed over too, unless nothing else is left on the stack, in which case the first
+non-skipped frame is used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import FrameType
+
+Site = tuple[str, int, str]  # (file path, line number, function qualname)
+UNKNOWN: Site = ("<unknown>", 0, "<unknown>")
+
+AGENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_STDLIB = os.path.dirname(os.__file__) + os.sep
+
+_USER, _STDLIB_FRAME, _SKIP = 0, 1, 2
+
+
+def _is_stdlib(filename: str) -> bool:
+    if filename.startswith("<frozen"):
+        return True
+    return filename.startswith(_STDLIB) and "-packages" not in filename
+
+
+class SiteFinder:
+    """Finds call sites, skipping the agent, wrapt and a target's own package directories."""
+
+    __slots__ = ("_kinds", "_skip")
+
+    def __init__(self, skip_prefixes: tuple[str, ...] = ()) -> None:
+        self._skip = (AGENT_DIR, *skip_prefixes)
+        self._kinds: dict[str, int] = {}
+
+    def add_skip(self, *prefixes: str) -> None:
+        """Also skip files under these directories (e.g. wrapt once it is imported)."""
+        self._skip = (*self._skip, *prefixes)
+        self._kinds.clear()
+
+    def _kind(self, filename: str) -> int:
+        kind = self._kinds.get(filename)
+        if kind is None:
+            if filename.startswith(self._skip):
+                kind = _SKIP
+            elif _is_stdlib(filename):
+                kind = _STDLIB_FRAME
+            else:
+                kind = _USER
+            if len(self._kinds) < 20_000:  # bounded cache
+                self._kinds[filename] = kind
+        return kind
+
+    def find(self, depth: int = 1) -> Site:
+        """The site of the first user frame above the caller (``depth`` frames up)."""
+        try:
+            frame: FrameType | None = sys._getframe(depth + 1)
+        except ValueError:
+            return UNKNOWN
+        fallback: FrameType | None = None
+        kinds = self._kinds
+        while frame is not None:
+            code = frame.f_code
+            kind = kinds.get(code.co_filename)
+            if kind is None:
+                kind = self._kind(code.co_filename)
+            if kind == _USER:
+                return (code.co_filename, frame.f_lineno or 0, _qualname(code))
+            if kind == _STDLIB_FRAME and fallback is None:
+                fallback = frame
+            frame = frame.f_back
+        if fallback is None:
+            return UNKNOWN
+        code = fallback.f_code
+        return (code.co_filename, fallback.f_lineno or 0, _qualname(code))
+
+
+def _qualname(code: object) -> str:
+    return getattr(code, "co_qualname", None) or code.co_name  # type: ignore[attr-defined,no-any-return]
+
+
+def package_dir(module_name: str) -> str | None:
+    """Directory (with trailing separator) of the top-level package of ``module_name``."""
+    top = sys.modules.get(module_name.partition(".")[0])
+    path = getattr(top, "__file__", None)
+    if not isinstance(path, str) or not path:
+        return None
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(path).startswith("__init__."):
+        return directory + os.sep
+    return os.path.abspath(path)  # a single-file module: skip just that file

@@ -1,0 +1,216 @@
+"""The launcher: ``leakagent [options] COMMAND [ARGS...]``.
+
+It puts the agent's sitecustomize directory first on ``PYTHONPATH``, turns its options into
+``LEAKAGENT_*`` variables and ``exec``s the command, which keeps the PID, receives signals
+itself and exits with its own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+
+from . import __version__
+from .config import SETTINGS, SUMMARY_MODES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Optional
+
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+_PYTHON = re.compile(r"^(python|pypy)[0-9.]*(\.exe)?$")
+_FLAGS_WITH_ARG = frozenset("WXQ")
+
+
+def sitecustomize_dir() -> str:
+    """The directory to put on PYTHONPATH: the installed copy, or the source tree's."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "_sitecustomize")
+    if os.path.isfile(os.path.join(installed, "sitecustomize.py")):
+        return installed
+    source = os.path.normpath(os.path.join(package, os.pardir, os.pardir, "sitecustomize"))
+    if os.path.isfile(os.path.join(source, "sitecustomize.py")):
+        return source
+    raise FileNotFoundError(f"no sitecustomize.py in {installed} or {source}")
+
+
+def with_pythonpath(current: Optional[str], directory: str) -> str:
+    """``directory`` first on a PYTHONPATH value, once; nothing else changes or is added."""
+    target = os.path.normcase(os.path.abspath(directory))
+    entries = [e for e in (current or "").split(os.pathsep)] if current else []
+    kept = [e for e in entries if not e or os.path.normcase(os.path.abspath(e)) != target]
+    return os.pathsep.join([directory, *kept])
+
+
+def python_flags_blocking_agent(argv: Sequence[str]) -> list[str]:
+    """The ``-E``/``-I``/``-S`` flags of a Python command line (they stop sitecustomize)."""
+    if not argv or not _PYTHON.match(os.path.basename(argv[0])):
+        return []
+    found = []
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "--" or not arg.startswith("-") or arg == "-" or arg.startswith("--"):
+            break
+        letters = arg[1:]
+        for index, letter in enumerate(letters):
+            if letter in "EIS":
+                found.append(f"-{letter}")
+            if letter in "cm":
+                return found
+            if letter in _FLAGS_WITH_ARG:
+                if index == len(letters) - 1:
+                    next(args, None)
+                break
+    return found
+
+
+def _parser() -> argparse.ArgumentParser:
+    settings = "\n".join(
+        f"  {s.env} (default {s.default or 'unset'})\n      {s.help}" for s in SETTINGS
+    )
+    parser = argparse.ArgumentParser(
+        prog="leakagent",
+        usage="leakagent [options] COMMAND [ARGS...]",
+        description=(
+            "Run COMMAND with the leakagent agent loaded into every Python process it starts. "
+            "The agent counts threading.local and client instantiations per call site and "
+            "thread, warns when one call site keeps creating them, and reports at exit."
+        ),
+        epilog=(
+            "Each option sets the environment variable named in its help; in a container, "
+            "set the variables and PYTHONPATH=$(leakagent --sitecustomize-dir) instead.\n\n"
+            "Environment variables:\n" + settings
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add(
+        "--threshold",
+        metavar="N",
+        type=int,
+        help="suspect above N creations of one kind "
+        "on one thread at one call site (LEAKAGENT_THRESHOLD, default 50)",
+    )
+    add(
+        "--report",
+        metavar="PATH",
+        help="write the JSON report to PATH, rewritten "
+        "periodically and at exit; {pid} expands to the process id (LEAKAGENT_REPORT)",
+    )
+    add(
+        "--report-interval",
+        metavar="SECONDS",
+        type=float,
+        help="seconds between report rewrites (LEAKAGENT_REPORT_INTERVAL, default 5)",
+    )
+    add(
+        "--summary",
+        choices=SUMMARY_MODES,
+        help="stderr summary at exit (LEAKAGENT_SUMMARY, default auto: when suspects)",
+    )
+    add(
+        "--no-locals",
+        action="store_true",
+        help="do not count threading.local (LEAKAGENT_TRACK_LOCALS=0)",
+    )
+    add(
+        "--no-clients",
+        action="store_true",
+        help="do not count client constructors (LEAKAGENT_TRACK_CLIENTS=0)",
+    )
+    add(
+        "--max-sites",
+        metavar="N",
+        type=int,
+        help="most call sites tracked (LEAKAGENT_MAX_SITES, default 10000)",
+    )
+    add(
+        "--log-level",
+        metavar="LEVEL",
+        help="level of the 'leakagent' stderr logger (LEAKAGENT_LOG_LEVEL, default WARNING)",
+    )
+    add(
+        "--disable", action="store_true", help="run COMMAND without the agent (LEAKAGENT_ENABLED=0)"
+    )
+    add(
+        "--sitecustomize-dir",
+        action="store_true",
+        help="print the directory to put on PYTHONPATH for container mode, and exit",
+    )
+    add("--version", action="version", version=f"leakagent {__version__}")
+    add("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def _environment(options: argparse.Namespace, directory: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = with_pythonpath(env.get("PYTHONPATH"), directory)
+    env["LEAKAGENT_ROOT_PID"] = str(os.getpid())  # exec keeps the pid
+    values = {
+        "LEAKAGENT_THRESHOLD": options.threshold,
+        "LEAKAGENT_REPORT": options.report,
+        "LEAKAGENT_REPORT_INTERVAL": options.report_interval,
+        "LEAKAGENT_SUMMARY": options.summary,
+        "LEAKAGENT_MAX_SITES": options.max_sites,
+        "LEAKAGENT_LOG_LEVEL": options.log_level,
+    }
+    for name, value in values.items():
+        if value is not None:
+            env[name] = str(value)
+    if options.report:
+        env["LEAKAGENT_REPORT"] = os.path.abspath(options.report)
+    if options.no_locals:
+        env["LEAKAGENT_TRACK_LOCALS"] = "0"
+    if options.no_clients:
+        env["LEAKAGENT_TRACK_CLIENTS"] = "0"
+    if options.disable:
+        env["LEAKAGENT_ENABLED"] = "0"
+    return env
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``leakagent`` command."""
+    parser = _parser()
+    options = parser.parse_args(argv)
+    try:
+        directory = sitecustomize_dir()
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"leakagent: broken installation: {exc}\n")
+        return 1
+    if options.sitecustomize_dir:
+        print(directory)
+        return 0
+    command = list(options.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("leakagent: error: no command given (e.g. leakagent python app.py)\n")
+        return 2
+    executable = shutil.which(command[0])
+    if executable is None:
+        sys.stderr.write(f"leakagent: command not found: {command[0]}\n")
+        return EXIT_NOT_FOUND
+    blocked = python_flags_blocking_agent(command)
+    if blocked:
+        sys.stderr.write(
+            f"leakagent: warning: {' '.join(blocked)} stops Python from running "
+            "sitecustomize: the agent will not load in this process\n"
+        )
+    env = _environment(options, directory)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(executable, command, env)
+    except PermissionError as exc:
+        sys.stderr.write(f"leakagent: cannot run {command[0]}: {exc.strerror}\n")
+        return EXIT_NOT_EXECUTABLE
+    except OSError as exc:
+        sys.stderr.write(f"leakagent: cannot run {command[0]}: {exc.strerror or exc}\n")
+        return EXIT_NOT_EXECUTABLE
+    return 0  # pragma: no cover - execve does not return

@@ -1,0 +1,175 @@
+"""Every ``LEAKAGENT_*`` environment variable, in one place.
+
+The launcher turns its options into these variables; container mode sets them directly.
+A malformed value never stops the program: it produces one warning naming the variable and
+the default is used instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Optional
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class Setting:
+    """One documented environment variable (used by ``--help`` and ``docs/configuration.md``)."""
+
+    __slots__ = ("default", "env", "help")
+
+    def __init__(self, env: str, default: str, help: str) -> None:
+        self.env = env
+        self.default = default
+        self.help = help
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("LEAKAGENT_ENABLED", "1", "0/false/no/off loads nothing at all."),
+    Setting(
+        "LEAKAGENT_THRESHOLD",
+        "50",
+        "A call site becomes a suspect when one thread has created more than this many "
+        "instances of one kind there.",
+    ),
+    Setting(
+        "LEAKAGENT_REPORT",
+        "",
+        "Path of the JSON report, rewritten periodically, at exit and on SIGTERM. "
+        "'{pid}' expands to the process id.",
+    ),
+    Setting("LEAKAGENT_REPORT_INTERVAL", "5", "Seconds between two rewrites of the JSON report."),
+    Setting(
+        "LEAKAGENT_SUMMARY",
+        "auto",
+        "Text summary on stderr at exit: auto (when there are suspects), always, never.",
+    ),
+    Setting("LEAKAGENT_TRACK_LOCALS", "1", "Count threading.local instantiations."),
+    Setting("LEAKAGENT_TRACK_CLIENTS", "1", "Count constructions of known client classes."),
+    Setting(
+        "LEAKAGENT_MAX_SITES",
+        "10000",
+        "Most call sites tracked; creations at further sites are counted in one overflow "
+        "site per kind.",
+    ),
+    Setting(
+        "LEAKAGENT_MAX_LIVE_REFS",
+        "200000",
+        "Most live instances watched through weak references; beyond it 'live' is a lower bound.",
+    ),
+    Setting("LEAKAGENT_LOG_LEVEL", "WARNING", "Level of the 'leakagent' logger (stderr)."),
+)
+
+_DEFAULTS = {s.env: s.default for s in SETTINGS}
+SUMMARY_MODES = ("auto", "always", "never")
+
+
+class Config:
+    """The agent's settings, read once at start-up (a plain class: dataclasses cost 11 ms)."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        threshold: int = 50,
+        report_path: Optional[str] = None,
+        report_interval: float = 5.0,
+        summary: str = "auto",
+        track_locals: bool = True,
+        track_clients: bool = True,
+        max_sites: int = 10_000,
+        max_live_refs: int = 200_000,
+        log_level: str = "WARNING",
+        problems: tuple[str, ...] = (),
+    ) -> None:
+        self.enabled = enabled
+        self.threshold = threshold
+        self.report_path = report_path
+        self.report_interval = report_interval
+        self.summary = summary
+        self.track_locals = track_locals
+        self.track_clients = track_clients
+        self.max_sites = max_sites
+        self.max_live_refs = max_live_refs
+        self.log_level = log_level
+        self.problems = problems
+
+
+class _Reader:
+    """Reads typed values from an environment, collecting one problem per bad variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str:
+        value = self.environ.get(name, "").strip()
+        return value if value else _DEFAULTS[name]
+
+    def _bad(self, name: str, value: str, expected: str) -> None:
+        self.problems.append(
+            f"{name}={value!r} is not {expected}; using the default {_DEFAULTS[name]!r}"
+        )
+
+    def flag(self, name: str) -> bool:
+        value = self.raw(name).lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        self._bad(name, value, "a boolean (1/0, true/false, yes/no, on/off)")
+        return _DEFAULTS[name].lower() in _TRUE
+
+    def number(self, name: str, convert: Callable[[str], float], minimum: float) -> float:
+        value = self.raw(name)
+        try:
+            number = convert(value)
+        except ValueError:
+            number = minimum - 1
+        if not number >= minimum:  # also rejects NaN
+            self._bad(name, value, f"a number >= {minimum:g}")
+            return convert(_DEFAULTS[name])
+        return number
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self.raw(name).lower()
+        if value in choices:
+            return value
+        self._bad(name, value, "one of " + ", ".join(choices))
+        return _DEFAULTS[name]
+
+
+def load(environ: Optional[Mapping[str, str]] = None) -> Config:
+    """Read the configuration from ``environ`` (default ``os.environ``)."""
+    reader = _Reader(os.environ if environ is None else environ)
+    report = reader.environ.get("LEAKAGENT_REPORT", "").strip() or None
+    level = reader.raw("LEAKAGENT_LOG_LEVEL").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        reader._bad("LEAKAGENT_LOG_LEVEL", level, "a logging level name")
+        level = "WARNING"
+    return Config(
+        enabled=reader.flag("LEAKAGENT_ENABLED"),
+        threshold=int(reader.number("LEAKAGENT_THRESHOLD", int, 1)),
+        report_path=report,
+        report_interval=reader.number("LEAKAGENT_REPORT_INTERVAL", float, 0.1),
+        summary=reader.choice("LEAKAGENT_SUMMARY", SUMMARY_MODES),
+        track_locals=reader.flag("LEAKAGENT_TRACK_LOCALS"),
+        track_clients=reader.flag("LEAKAGENT_TRACK_CLIENTS"),
+        max_sites=int(reader.number("LEAKAGENT_MAX_SITES", int, 1)),
+        max_live_refs=int(reader.number("LEAKAGENT_MAX_LIVE_REFS", int, 0)),
+        log_level=level,
+        problems=tuple(reader.problems),
+    )
+
+
+def warn_problems(config: Config) -> None:
+    """Log each configuration problem once."""
+    for problem in config.problems:
+        log.warning(problem)

@@ -1,0 +1,163 @@
+"""The one module that imports wrapt: patches and unpatches client constructors.
+
+It is imported only when a target library is imported (through :mod:`leakagent.importhook`),
+never at start-up. Installing is idempotent (a target already wrapped is left alone) and every
+wrapper is remembered so :func:`unpatch_all` restores the original attributes exactly.
+
+Nested constructors count once: a ``ContextVar`` depth counter marks the outermost
+construction (``requests.Session`` builds ``urllib3.PoolManager`` objects; ``boto3.resource``
+builds a botocore client). Only successful constructions count. Constructor arguments are
+never looked at.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextvars import ContextVar
+
+import wrapt
+
+from . import guard
+from .callsite import SiteFinder, package_dir
+from .tracker import qualified_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Callable
+
+    from .targets import Target
+    from .tracker import Tracker
+
+PART = "client-hook"
+WRAPT_DIR = os.path.dirname(os.path.abspath(wrapt.__file__)) + os.sep
+
+_depth: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)
+_applied: dict[str, tuple[Any, str, Any, bool]] = {}
+"""target name -> (parent, attribute, original value, attribute was in parent.__dict__)."""
+
+listeners: list[Callable[[str, tuple[str, int, str], int, int], None]] = []
+"""Called after each counted construction with (kind, site, start_ns, end_ns); used by the
+telemetry layer for spans. Errors are contained like the hook's own."""
+
+
+class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """Marks wrappers made by leakagent, so a second patch can tell them apart."""
+
+
+class ConstructorHook:
+    """The wrapt wrapper of one target: counts the outermost successful construction."""
+
+    def __init__(self, target: Target, owner: Any, tracker: Tracker) -> None:
+        self.target = target
+        self.owner = owner
+        self.tracker = tracker
+        self.finder = SiteFinder((WRAPT_DIR,))
+        self._missing = list(target.packages)
+        self._kinds: dict[type, tuple[str, str | None]] = {}
+        self._resolve_packages()
+
+    def _resolve_packages(self) -> None:
+        found = []
+        for name in self._missing:
+            directory = package_dir(name)
+            if directory is not None:
+                found.append(name)
+                self.finder.add_skip(directory)
+        self._missing = [name for name in self._missing if name not in found]
+
+    def _kind_of(self, obj: object) -> tuple[str, str | None]:
+        cls = type(obj)
+        known = self._kinds.get(cls)
+        if known is None:
+            label = self.target.kind
+            if label is None:
+                known = (qualified_name(cls), None)
+            elif cls is self.owner or not self.target.is_class:
+                known = (label, None)
+            else:  # a subclass defined by the program: its own name, the base noted
+                known = (qualified_name(cls), label)
+            if len(self._kinds) < 1000:
+                self._kinds[cls] = known
+        return known
+
+    def __call__(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        depth = _depth.get()
+        if depth or guard.is_off(PART):
+            return wrapped(*args, **kwargs)
+        token = _depth.set(depth + 1)
+        start = time.perf_counter_ns()
+        try:
+            result = wrapped(*args, **kwargs)
+        finally:
+            _depth.reset(token)
+        end = time.perf_counter_ns()
+        try:
+            guard.fault_point(PART)
+            obj = instance if self.target.is_class else result
+            kind, base = self._kind_of(obj)
+            if self._missing:
+                self._resolve_packages()
+            site = self.finder.find(0)
+            self.tracker.record(kind, site, obj, base)
+            for listener in listeners:
+                listener(kind, site, start, end)
+        except Exception as exc:
+            guard.failed(PART, exc)
+        return result
+
+
+def _resolve(module: ModuleType, path: str) -> tuple[Any, str, Any, bool]:
+    parent: Any = module
+    *parents, attribute = path.split(".")
+    for name in parents:
+        parent = getattr(parent, name)
+    owned = isinstance(parent, type) and attribute in vars(parent)
+    if isinstance(parent, type):
+        original = vars(parent)[attribute] if owned else getattr(parent, attribute)
+    else:
+        original = getattr(parent, attribute)
+        owned = True
+    return parent, attribute, original, owned
+
+
+def patch(target: Target, module: ModuleType, tracker: Tracker) -> bool:
+    """Wrap ``target`` in the already-imported ``module``. True if wrapped now."""
+    if target.name in _applied:
+        return False
+    parent, attribute, original, owned = _resolve(module, target.attribute)
+    if isinstance(original, _Wrapper):
+        return False
+    owner = parent if target.is_class else None
+    hook = ConstructorHook(target, owner, tracker)
+    wrapper = _Wrapper(original, hook)
+    setattr(parent, attribute, wrapper)
+    _applied[target.name] = (parent, attribute, original, owned)
+    return True
+
+
+def unpatch(name: str) -> bool:
+    """Restore the original attribute of target ``name``. True if it was patched."""
+    entry = _applied.pop(name, None)
+    if entry is None:
+        return False
+    parent, attribute, original, owned = entry
+    if owned:
+        setattr(parent, attribute, original)
+    else:
+        delattr(parent, attribute)
+    return True
+
+
+def unpatch_all() -> list[str]:
+    """Restore every patched target; returns their names."""
+    names = list(_applied)
+    for name in names:
+        unpatch(name)
+    return names
+
+
+def patched() -> list[str]:
+    """Names of the targets currently patched."""
+    return sorted(_applied)

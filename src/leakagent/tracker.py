@@ -1,0 +1,333 @@
+"""The tracker core: counts per (kind, call site) and per thread, live instances, suspects.
+
+Imports neither wrapt nor OpenTelemetry, and nothing heavy: it is on the start-up path.
+
+* Counts are exact: every update happens under one re-entrant lock (re-entrant so a signal
+  handler that writes the report on the main thread cannot deadlock against it).
+* Live instances are watched with weak references, never strong ones. A weakref callback
+  runs on whatever thread frees the object (or runs the garbage collector), possibly while
+  that thread holds the lock: the callback only appends to a deque, drained under the lock.
+* Threads are told apart by a serial number, not by ``threading.get_ident()``, which the
+  system reuses: a pool that starts a new thread per task must not look like one thread.
+* Memory is bounded: at most ``max_sites`` sites (then one overflow site per kind), at most
+  ``THREADS_PER_SITE`` per-thread counters per site (dead threads are dropped first), at most
+  ``max_live_refs`` weak references (then ``live`` is a lower bound).
+"""
+
+from __future__ import annotations
+
+import _thread
+import itertools
+import time
+from _collections import deque  # type: ignore[import-not-found]
+from _weakref import ref
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
+
+    from .callsite import Site
+
+THREADS_PER_SITE = 128
+OVERFLOW_FILE = "<other call sites>"
+LOCAL_KIND = "threading.local"
+
+CHURN = "churn"
+RETENTION = "retention"
+
+
+class SiteStats:
+    """Mutable counters of one (kind, call site). Read through :meth:`Tracker.snapshot`."""
+
+    __slots__ = (
+        "base",
+        "created",
+        "file",
+        "first_seen",
+        "freed",
+        "function",
+        "kind",
+        "last_seen",
+        "line",
+        "live_peak",
+        "max_per_thread",
+        "max_thread",
+        "per_thread",
+        "suspect",
+        "suspect_since",
+        "thread_names",
+        "threads",
+        "untracked",
+        "verdict",
+        "warned_retention",
+    )
+
+    def __init__(self, kind: str, site: Site, base: Optional[str], now: float) -> None:
+        self.kind = kind
+        self.base = base
+        self.file, self.line, self.function = site
+        self.created = 0
+        self.freed = 0
+        self.untracked = 0  # created but not watched (no weakref support, or cap reached)
+        self.per_thread: dict[int, int] = {}
+        self.thread_names: dict[int, str] = {}
+        self.threads = 0
+        self.max_per_thread = 0
+        self.max_thread = ""
+        self.live_peak = 0
+        self.first_seen = now
+        self.last_seen = now
+        self.suspect = False
+        self.suspect_since = 0.0
+        self.verdict: Optional[str] = None
+        self.warned_retention = False
+
+    @property
+    def live(self) -> int:
+        """Watched instances not yet freed (a lower bound when ``untracked`` > 0)."""
+        return self.created - self.untracked - self.freed
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain copy, safe to hand to other threads."""
+        top = sorted(self.per_thread.items(), key=lambda item: -item[1])[:10]
+        return {
+            "kind": self.kind,
+            "base": self.base,
+            "file": self.file,
+            "line": self.line,
+            "function": self.function,
+            "created": self.created,
+            "threads": self.threads,
+            "max_per_thread": self.max_per_thread,
+            "max_thread": self.max_thread,
+            "live": self.live,
+            "live_exact": self.untracked == 0,
+            "live_peak": self.live_peak,
+            "suspect": self.suspect,
+            "verdict": self.verdict,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "suspect_since": self.suspect_since or None,
+            "top_threads": [
+                {"thread": self.thread_names.get(serial, "?"), "created": count}
+                for serial, count in top
+            ],
+        }
+
+
+class _Watch(ref):  # type: ignore[type-arg]
+    """A weak reference that remembers which site its object was counted at."""
+
+    __slots__ = ("site",)
+    site: SiteStats
+
+
+class _ThreadToken:
+    """Lives in a thread's private slot; when the thread ends, the tracker forgets it."""
+
+    __slots__ = ("__weakref__", "name", "serial", "tracker")
+
+    def __init__(self, tracker: Tracker, serial: int, name: str) -> None:
+        self.tracker = tracker
+        self.serial = serial
+        self.name = name
+
+    def __del__(self) -> None:
+        try:
+            self.tracker._alive.pop(self.serial, None)
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+def qualified_name(cls: type) -> str:
+    """``module.QualName`` of a class: the kind label of a program's subclass."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _thread_name() -> str:
+    import sys
+
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return "MainThread"
+    try:
+        return str(threading.current_thread().name)
+    except Exception:  # pragma: no cover
+        return f"Thread-{_thread.get_ident()}"
+
+
+class Tracker:
+    """Counts creations per (kind, call site) and per thread, and finds suspects."""
+
+    def __init__(
+        self,
+        threshold: int = 50,
+        max_sites: int = 10_000,
+        max_live_refs: int = 200_000,
+        on_suspect: Optional[Callable[[dict[str, Any], str], None]] = None,
+    ) -> None:
+        self.threshold = threshold
+        self.max_sites = max_sites
+        self.max_live_refs = max_live_refs
+        self.on_suspect = on_suspect
+        """Called (outside the lock) with a site copy and the event: 'suspect' or 'retention'."""
+        self.started = time.time()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._lock = _thread.RLock()
+        self._sites: dict[tuple[str, str, int, str], SiteStats] = {}
+        self._refs: dict[int, _Watch] = {}
+        self._freed: deque[SiteStats] = deque()
+        self._tls = _thread._local()
+        self._serials = itertools.count(1)
+        self._alive: dict[int, str] = {}
+        self.overflowed = 0
+        self.total_created = 0
+        self.generation = 0  # bumped by every change, so writers can skip unchanged reports
+
+    def reset_after_fork(self) -> None:
+        """A forked child starts with its own, empty counts and a fresh lock."""
+        self._reset_state()
+        self.started = time.time()
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def _token(self) -> _ThreadToken:
+        try:
+            return self._tls.token  # type: ignore[no-any-return]
+        except AttributeError:
+            serial = next(self._serials)
+            token = _ThreadToken(self, serial, _thread_name())
+            self._tls.token = token
+            self._alive[serial] = token.name
+            return token
+
+    def record(self, kind: str, site: Site, obj: object, base: Optional[str] = None) -> None:
+        """Count one new instance of ``kind`` created at ``site`` on the current thread."""
+        token = self._token()
+        serial = token.serial
+        now = time.time()
+        event = None
+        with self._lock:
+            if self._freed:
+                self._drain()
+            key = (kind, site[0], site[1], site[2])
+            stats = self._sites.get(key)
+            if stats is None:
+                stats = self._new_site(kind, site, base, now)
+            stats.created += 1
+            stats.last_seen = now
+            self.total_created += 1
+            self.generation += 1
+            per_thread = stats.per_thread
+            count = per_thread.get(serial)
+            if count is None:
+                if len(per_thread) >= THREADS_PER_SITE:
+                    self._make_room(stats)
+                stats.threads += 1
+                stats.thread_names[serial] = token.name
+                count = 1
+            else:
+                count += 1
+            per_thread[serial] = count
+            if count > stats.max_per_thread:
+                stats.max_per_thread = count
+                stats.max_thread = token.name
+            if len(self._refs) < self.max_live_refs:
+                try:
+                    watch = _Watch(obj, self._on_free)
+                except TypeError:  # the type does not support weak references
+                    stats.untracked += 1
+                else:
+                    watch.site = stats
+                    self._refs[id(watch)] = watch
+            else:
+                stats.untracked += 1
+            live = stats.live
+            if live > stats.live_peak:
+                stats.live_peak = live
+            if not stats.suspect:
+                if count > self.threshold:
+                    stats.suspect = True
+                    stats.suspect_since = now
+                    stats.verdict = self._verdict(stats)
+                    stats.warned_retention = stats.verdict == RETENTION
+                    event = ("suspect", stats.as_dict())
+            elif not stats.warned_retention and self._verdict(stats) == RETENTION:
+                stats.verdict = RETENTION
+                stats.warned_retention = True
+                event = ("retention", stats.as_dict())
+        if event is not None and self.on_suspect is not None:
+            self.on_suspect(event[1], event[0])
+
+    def _on_free(self, watch: _Watch) -> None:
+        # Runs on any thread, maybe inside the locked section: no lock here, only atomic ops.
+        self._refs.pop(id(watch), None)
+        self._freed.append(watch.site)
+
+    # -- under the lock -------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        freed = self._freed
+        while freed:
+            freed.popleft().freed += 1
+        self.generation += 1
+
+    def _new_site(self, kind: str, site: Site, base: Optional[str], now: float) -> SiteStats:
+        if len(self._sites) >= self.max_sites:
+            self.overflowed += 1
+            site = (OVERFLOW_FILE, 0, "")
+            stats = self._sites.get((kind, site[0], site[1], site[2]))
+            if stats is not None:
+                return stats
+        stats = SiteStats(kind, site, base, now)
+        self._sites[(kind, site[0], site[1], site[2])] = stats
+        return stats
+
+    def _make_room(self, stats: SiteStats) -> None:
+        per_thread = stats.per_thread
+        alive = self._alive
+        for serial in [s for s in per_thread if s not in alive]:
+            del per_thread[serial]
+            stats.thread_names.pop(serial, None)
+        while len(per_thread) >= THREADS_PER_SITE:
+            smallest = min(per_thread, key=per_thread.__getitem__)
+            del per_thread[smallest]
+            stats.thread_names.pop(smallest, None)
+
+    def _verdict(self, stats: SiteStats) -> str:
+        """Retention when more instances are alive than the threshold and the threads need."""
+        live = stats.live
+        return RETENTION if live > self.threshold and live > stats.threads else CHURN
+
+    # -- readers --------------------------------------------------------------------------
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Copies of every site, suspects first then by count; verdicts brought up to date."""
+        with self._lock:
+            if self._freed:
+                self._drain()
+            sites = []
+            for stats in self._sites.values():
+                if stats.suspect:
+                    stats.verdict = self._verdict(stats)
+                sites.append(stats.as_dict())
+        sites.sort(key=lambda s: (not s["suspect"], -s["max_per_thread"], -s["created"]))
+        return sites
+
+    def totals(self) -> dict[str, int]:
+        """Process-wide counts."""
+        with self._lock:
+            if self._freed:
+                self._drain()
+            live = sum(s.live for s in self._sites.values())
+            return {
+                "sites": len(self._sites),
+                "created": self.total_created,
+                "live": live,
+                "watched": len(self._refs),
+                "suspects": sum(1 for s in self._sites.values() if s.suspect),
+                "overflowed": self.overflowed,
+                "threads_alive": len(self._alive),
+            }

@@ -1,0 +1,32 @@
+"""Test-suite wide settings.
+
+In-process tests run the agent in strict mode: a contained agent error makes the test fail
+unless it is marked ``expect_agent_errors``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["LEAKAGENT_STRICT"] = "1"
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "expect_agent_errors: the test expects errors contained by the agent"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_contained_agent_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    from leakagent import guard
+
+    before = len(guard.errors)
+    yield
+    if request.node.get_closest_marker("expect_agent_errors") is None:
+        new = guard.errors[before:]
+        assert not new, f"the agent contained errors during the test: {new}"
