@@ -58,8 +58,13 @@ class SiteFinder:
                 self._kinds[filename] = kind
         return kind
 
-    def find(self, depth: int = 1) -> Site:
-        """The site of the first user frame above the caller (``depth`` frames up)."""
+    def find(self, depth: int = 1, constructing: object = None) -> Site:
+        """The site of the first user frame above the caller (``depth`` frames up).
+
+        ``constructing``: the object being built by a program subclass; its own
+        ``__init__`` frames (first argument is that object) are passed over, so the site is
+        where the subclass is instantiated, not its ``super().__init__()`` line.
+        """
         try:
             frame: FrameType | None = sys._getframe(depth + 1)
         except ValueError:
@@ -71,7 +76,7 @@ class SiteFinder:
             kind = kinds.get(code.co_filename)
             if kind is None:
                 kind = self._kind(code.co_filename)
-            if kind == _USER:
+            if kind == _USER and (constructing is None or not _is_method_of(frame, constructing)):
                 return (code.co_filename, frame.f_lineno or 0, _qualname(code))
             if kind == _STDLIB_FRAME and fallback is None:
                 fallback = frame
@@ -80,6 +85,13 @@ class SiteFinder:
             return UNKNOWN
         code = fallback.f_code
         return (code.co_filename, fallback.f_lineno or 0, _qualname(code))
+
+
+def _is_method_of(frame: FrameType, obj: object) -> bool:
+    code = frame.f_code
+    if not code.co_argcount:
+        return False
+    return frame.f_locals.get(code.co_varnames[0]) is obj
 
 
 def _qualname(code: object) -> str:

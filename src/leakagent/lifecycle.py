@@ -49,6 +49,7 @@ class Reporter:
         self.root_pid = root_pid
         self.path: Optional[str] = None
         self._wake = _thread.allocate_lock()
+        self._writing = _thread.RLock()  # the writer thread and finish() never write at once
         self._stopped = False
         self._done = False
         self._written_generation = -1
@@ -86,6 +87,10 @@ class Reporter:
         """Write the JSON report if anything changed (always when ``final``). Never raises."""
         if guard.is_off(PART):
             return None
+        with self._writing:
+            return self._write(final)
+
+    def _write(self, final: bool) -> Optional[dict[str, Any]]:
         try:
             guard.fault_point(PART)
             generation = self.tracker.generation
@@ -153,4 +158,5 @@ class Reporter:
     def after_fork_in_child(self) -> None:
         """The child writes its own report file and summary."""
         self._thread_started = False
+        self._writing = _thread.RLock()  # the parent's may have been held at fork time
         self.start()

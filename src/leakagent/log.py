@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 _logger: logging.Logger | None = None
 _level = "WARNING"
-_said: set[str] = set()
+_said: dict[str, object] = {}
 
 
 def set_level(level: str) -> None:
@@ -60,9 +60,9 @@ def info(message: str) -> None:
 
 
 def warning_once(key: str, message: str) -> None:
-    """Log ``message`` the first time ``key`` is seen in this process."""
-    if key not in _said:
-        _said.add(key)
+    """Log ``message`` the first time ``key`` is seen in this process (thread-safe)."""
+    mine = object()
+    if _said.setdefault(key, mine) is mine:  # dict.setdefault is atomic
         warning(message)
 
 

@@ -99,7 +99,8 @@ class ConstructorHook:
             kind, base = self._kind_of(obj)
             if self._missing:
                 self._resolve_packages()
-            site = self.finder.find(0)
+            subclass = base is not None and self.target.is_class
+            site = self.finder.find(0, obj if subclass else None)
             self.tracker.record(kind, site, obj, base)
             for listener in listeners:
                 listener(kind, site, start, end)

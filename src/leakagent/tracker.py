@@ -6,7 +6,11 @@ Imports neither wrapt nor OpenTelemetry, and nothing heavy: it is on the start-u
   handler that writes the report on the main thread cannot deadlock against it).
 * Live instances are watched with weak references, never strong ones. A weakref callback
   runs on whatever thread frees the object (or runs the garbage collector), possibly while
-  that thread holds the lock: the callback only appends to a deque, drained under the lock.
+  that thread holds the lock, and possibly inside a deallocator: the callback is the C
+  method ``deque.append`` (no Python code runs, no lock is taken), and the deque is drained
+  under the lock. A Python callback crashed CPython 3.11 inside ``_thread._local``'s
+  deallocator, which walks the thread states while other threads may run (seen here with the
+  seed's attempted fix, 6 runs in 8).
 * Threads are told apart by a serial number, not by ``threading.get_ident()``, which the
   system reuses: a pool that starts a new thread per task must not look like one thread.
 * Memory is bounded: at most ``max_sites`` sites (then one overflow site per kind), at most
@@ -123,20 +127,20 @@ class _Watch(ref):  # type: ignore[type-arg]
 
 
 class _ThreadToken:
-    """Lives in a thread's private slot; when the thread ends, the tracker forgets it."""
+    """Lives in a thread's private slot: freed when the thread ends."""
 
-    __slots__ = ("__weakref__", "name", "serial", "tracker")
+    __slots__ = ("__weakref__", "name", "serial")
 
-    def __init__(self, tracker: Tracker, serial: int, name: str) -> None:
-        self.tracker = tracker
+    def __init__(self, serial: int, name: str) -> None:
         self.serial = serial
         self.name = name
 
-    def __del__(self) -> None:
-        try:
-            self.tracker._alive.pop(self.serial, None)
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
+
+class _ThreadEnd(ref):  # type: ignore[type-arg]
+    """A weak reference to a thread's token; its (C) callback queues it when the thread ends."""
+
+    __slots__ = ("serial",)
+    serial: int
 
 
 def qualified_name(cls: type) -> str:
@@ -178,10 +182,11 @@ class Tracker:
         self._lock = _thread.RLock()
         self._sites: dict[tuple[str, str, int, str], SiteStats] = {}
         self._refs: dict[int, _Watch] = {}
-        self._freed: deque[SiteStats] = deque()
+        self._freed: deque[_Watch] = deque()  # the weakref callback: dead references
         self._tls = _thread._local()
         self._serials = itertools.count(1)
-        self._alive: dict[int, str] = {}
+        self._alive: dict[int, _ThreadEnd] = {}  # thread serial -> reference to its token
+        self._ended: deque[_ThreadEnd] = deque()  # threads that ended since the last drain
         self.overflowed = 0
         self.total_created = 0
         self.generation = 0  # bumped by every change, so writers can skip unchanged reports
@@ -198,9 +203,11 @@ class Tracker:
             return self._tls.token  # type: ignore[no-any-return]
         except AttributeError:
             serial = next(self._serials)
-            token = _ThreadToken(self, serial, _thread_name())
+            token = _ThreadToken(serial, _thread_name())
+            end = _ThreadEnd(token, self._ended.append)
+            end.serial = serial
+            self._alive[serial] = end
             self._tls.token = token
-            self._alive[serial] = token.name
             return token
 
     def record(self, kind: str, site: Site, obj: object, base: Optional[str] = None) -> None:
@@ -210,7 +217,7 @@ class Tracker:
         now = time.time()
         event = None
         with self._lock:
-            if self._freed:
+            if self._freed or self._ended:
                 self._drain()
             key = (kind, site[0], site[1], site[2])
             stats = self._sites.get(key)
@@ -236,7 +243,7 @@ class Tracker:
                 stats.max_thread = token.name
             if len(self._refs) < self.max_live_refs:
                 try:
-                    watch = _Watch(obj, self._on_free)
+                    watch = _Watch(obj, self._freed.append)
                 except TypeError:  # the type does not support weak references
                     stats.untracked += 1
                 else:
@@ -261,17 +268,18 @@ class Tracker:
         if event is not None and self.on_suspect is not None:
             self.on_suspect(event[1], event[0])
 
-    def _on_free(self, watch: _Watch) -> None:
-        # Runs on any thread, maybe inside the locked section: no lock here, only atomic ops.
-        self._refs.pop(id(watch), None)
-        self._freed.append(watch.site)
-
     # -- under the lock -------------------------------------------------------------------
 
     def _drain(self) -> None:
+        ended = self._ended
+        while ended:
+            self._alive.pop(ended.popleft().serial, None)
         freed = self._freed
+        refs = self._refs
         while freed:
-            freed.popleft().freed += 1
+            watch = freed.popleft()
+            refs.pop(id(watch), None)
+            watch.site.freed += 1
         self.generation += 1
 
     def _new_site(self, kind: str, site: Site, base: Optional[str], now: float) -> SiteStats:
@@ -306,7 +314,7 @@ class Tracker:
     def snapshot(self) -> list[dict[str, Any]]:
         """Copies of every site, suspects first then by count; verdicts brought up to date."""
         with self._lock:
-            if self._freed:
+            if self._freed or self._ended:
                 self._drain()
             sites = []
             for stats in self._sites.values():
@@ -319,7 +327,7 @@ class Tracker:
     def totals(self) -> dict[str, int]:
         """Process-wide counts."""
         with self._lock:
-            if self._freed:
+            if self._freed or self._ended:
                 self._drain()
             live = sum(s.live for s in self._sites.values())
             return {

@@ -1,0 +1,178 @@
+"""The first set of client targets, real libraries, real launcher."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import clean_env, load_report, run_python_launched, write_script
+
+PER_CALL = """
+import threading
+from concurrent.futures import ThreadPoolExecutor
+{imports}
+
+def make():
+    return {construct}  # CREATE
+
+def task(n):
+    obj = make()
+    {close}
+    return n
+
+with ThreadPoolExecutor(4) as pool:
+    list(pool.map(task, range(200)))
+print("done")
+"""
+
+PER_THREAD = """
+import threading
+from concurrent.futures import ThreadPoolExecutor
+{imports}
+
+cache = threading.local()
+
+def get():
+    obj = getattr(cache, "obj", None)
+    if obj is None:
+        obj = cache.obj = {construct}  # CREATE
+    return obj
+
+def task(n):
+    get()
+    return n
+
+with ThreadPoolExecutor(32) as pool:
+    list(pool.map(task, range(2000)))
+print("done")
+"""
+
+CLIENTS = {
+    "requests.Session": ("import requests", "requests.Session()", "obj.close()"),
+    "httpx.Client": ("import httpx", "httpx.Client()", "obj.close()"),
+    "httpx.AsyncClient": ("import httpx", "httpx.AsyncClient()", "pass"),
+    "urllib3.PoolManager": ("import urllib3", "urllib3.PoolManager()", "obj.clear()"),
+    "redis.Redis": (
+        "import redis",
+        "redis.Redis(host='127.0.0.1', port=1, password='s3cr3t-canary')",
+        "obj.close()",
+    ),
+    "botocore.client.S3": (
+        "import boto3",
+        "boto3.client('s3', region_name='us-east-1', aws_access_key_id='AKIDCANARY',"
+        " aws_secret_access_key='canary-secret')",
+        "pass",
+    ),
+}
+
+
+def create_line(script: Path) -> int:
+    return next(n for n, t in enumerate(script.read_text().splitlines(), 1) if "# CREATE" in t)
+
+
+@pytest.mark.parametrize("kind", sorted(CLIENTS))
+def test_client_per_call_is_a_suspect_at_the_users_line(kind: str, tmp_path: Path) -> None:
+    imports, construct, close = CLIENTS[kind]
+    script = write_script(tmp_path, PER_CALL.format(imports=imports, construct=construct,
+                                                    close=close))
+    report_path = tmp_path / "r.json"
+    result = run_python_launched(script, options=["--threshold", "20", "--report",
+                                                  str(report_path)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    report = load_report(report_path)
+    suspects = [s for s in report["suspects"] if s["kind"] == kind]
+    assert len(suspects) == 1, report["suspects"]
+    site = suspects[0]
+    assert site["file"] == str(script) and site["line"] == create_line(script)
+    assert site["function"] == "make" and site["created"] == 200
+    # nested constructions (a Session's urllib3 pools, boto3's endpoint) count once
+    assert {s["kind"] for s in report["suspects"]} == {kind}
+    assert f"{kind} created 21 times on thread" in result.stderr
+    for secret in ("s3cr3t-canary", "AKIDCANARY", "canary-secret"):
+        assert secret not in result.stderr and secret not in report_path.read_text()
+
+
+@pytest.mark.parametrize("kind", sorted(CLIENTS))
+def test_client_cached_per_thread_is_not_a_suspect(kind: str, tmp_path: Path) -> None:
+    imports, construct, _ = CLIENTS[kind]
+    script = write_script(tmp_path, PER_THREAD.format(imports=imports, construct=construct))
+    report_path = tmp_path / "r.json"
+    result = run_python_launched(script, options=["--threshold", "1", "--report",
+                                                  str(report_path)])
+    assert result.returncode == 0, result.stderr
+    report = load_report(report_path)
+    assert report["suspects"] == [], report["suspects"]
+    (site,) = [s for s in report["sites"] if s["kind"] == kind]
+    assert site["max_per_thread"] == 1 and 1 <= site["threads"] <= 32
+
+
+def test_program_subclass_is_reported_under_its_own_name(tmp_path: Path) -> None:
+    script = write_script(tmp_path, """
+        import requests
+        class ApiSession(requests.Session):
+            def __init__(self):
+                super().__init__()
+                self.headers["X-App"] = "1"
+        for _ in range(30):
+            ApiSession().close()  # CREATE
+    """)
+    report_path = tmp_path / "r.json"
+    run_python_launched(script, options=["--threshold", "10", "--report", str(report_path)])
+    (site,) = load_report(report_path)["suspects"]
+    assert site["kind"] == "__main__.ApiSession" and site["base"] == "requests.Session"
+    assert site["line"] == create_line(script) and site["created"] == 30
+
+
+def test_library_imported_before_the_agent_starts_is_patched(tmp_path: Path) -> None:
+    script = write_script(tmp_path, """
+        import requests, threading
+        import leakagent.bootstrap
+        agent = leakagent.bootstrap.start()
+        for _ in range(30):
+            requests.Session()
+        sites = agent.tracker.snapshot()
+        print([(s["kind"], s["created"]) for s in sites if s["kind"] == "requests.Session"])
+    """)
+    import subprocess
+
+    result = subprocess.run([sys.executable, str(script)], env=clean_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[('requests.Session', 30)]\n"
+
+
+def test_patch_unpatch_patch_wraps_once(tmp_path: Path) -> None:
+    script = write_script(tmp_path, """
+        import requests, wrapt
+        from leakagent import patcher
+        from leakagent.targets import CATALOG
+        from leakagent.tracker import Tracker
+        target = next(t for t in CATALOG if t.name == "requests.Session")
+        patcher.unpatch_all()  # under the launcher the agent patched it already
+        original = requests.Session.__dict__["__init__"]
+        tracker = Tracker(threshold=1000)
+        assert patcher.patch(target, requests, tracker)
+        assert not patcher.patch(target, requests, tracker)  # already
+        wrapped = requests.Session.__dict__["__init__"]
+        assert isinstance(wrapped, wrapt.FunctionWrapper)
+        assert not isinstance(wrapped.__wrapped__, wrapt.FunctionWrapper)
+        assert patcher.unpatch("requests.Session")
+        assert requests.Session.__dict__["__init__"] is original
+        assert not patcher.unpatch("requests.Session")
+        assert patcher.patch(target, requests, tracker)
+        requests.Session()
+        print(tracker.totals()["created"])
+    """)
+    import subprocess
+
+    for runner in (
+        lambda: subprocess.run([sys.executable, str(script)], env=clean_env(),
+                               capture_output=True, text=True, timeout=60),
+        lambda: run_python_launched(script),  # the agent's own patch is there first
+    ):
+        result = runner()
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "1\n"

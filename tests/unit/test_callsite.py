@@ -1,0 +1,41 @@
+"""Call-site lookup: skip agent, library and stdlib frames by file name."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from leakagent.callsite import SiteFinder, package_dir
+
+
+def here() -> tuple[str, int, str]:
+    return SiteFinder().find(0)
+
+
+def test_first_user_frame_is_the_caller() -> None:
+    file, line, function = here()
+    assert file == os.path.abspath(__file__)
+    assert function == "here"
+
+
+def test_library_frames_are_skipped() -> None:
+    lib_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    finder = SiteFinder((lib_dir,))
+    file, line, function = functools.reduce(lambda a, b: finder.find(0), [1, 2])
+    # every frame of this test directory is "library": the first frame left is pytest's
+    assert not file.startswith(lib_dir)
+
+
+def test_stdlib_frames_are_passed_over() -> None:
+    def call() -> tuple[str, int, str]:
+        return functools.partial(SiteFinder().find, 0)()
+
+    file, _, function = call()
+    assert file == os.path.abspath(__file__) and function.endswith("call")
+
+
+def test_package_dir_of_an_imported_package() -> None:
+    import json
+
+    assert package_dir("json.decoder") == os.path.dirname(json.__file__) + os.sep
+    assert package_dir("la_not_imported_pkg") is None

@@ -1,0 +1,211 @@
+"""The tracker core: exact counts, per-thread detection, verdicts, bounded memory."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from typing import Any
+
+from leakagent.tracker import CHURN, OVERFLOW_FILE, RETENTION, THREADS_PER_SITE, Tracker
+
+
+class Thing:
+    """A weak-referenceable object standing in for a client."""
+
+
+SITE = ("/app/service.py", 42, "Service.client")
+
+
+def events_of(tracker: Tracker) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    tracker.on_suspect = lambda site, event: events.append((event, site))
+    return events
+
+
+def site_of(tracker: Tracker, kind: str = "k") -> dict[str, Any]:
+    (site,) = [s for s in tracker.snapshot() if s["kind"] == kind]
+    return site
+
+
+def test_counts_are_exact_under_heavy_concurrency() -> None:
+    tracker = Tracker(threshold=10**9)
+    barrier = threading.Barrier(16)
+
+    def work(index: int) -> None:
+        barrier.wait()
+        for n in range(5000):
+            tracker.record("k", ("/app/a.py", n % 7, "f"), Thing())
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sites = tracker.snapshot()
+    assert sum(s["created"] for s in sites) == 80_000
+    assert len(sites) == 7
+    assert all(s["threads"] == 16 for s in sites)
+    assert tracker.totals()["created"] == 80_000
+    gc.collect()
+    assert tracker.totals()["live"] == 0
+
+
+def test_one_instance_per_thread_is_never_a_suspect() -> None:
+    tracker = Tracker(threshold=1)
+    events = events_of(tracker)
+    keep = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        obj = Thing()
+        with lock:
+            keep.append(obj)
+        tracker.record("k", SITE, obj)
+
+    threads = [threading.Thread(target=work) for _ in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    site = site_of(tracker)
+    assert site["created"] == 32 and site["threads"] == 32 and site["max_per_thread"] == 1
+    assert not site["suspect"] and events == []
+
+
+def test_reused_thread_idents_are_not_one_thread() -> None:
+    # Threads started one after another usually get the same ident from the OS.
+    tracker = Tracker(threshold=3)
+    for _ in range(20):
+        t = threading.Thread(target=lambda: tracker.record("k", SITE, Thing()))
+        t.start()
+        t.join()
+    site = site_of(tracker)
+    assert site["threads"] == 20 and site["max_per_thread"] == 1 and not site["suspect"]
+
+
+def test_crossing_the_threshold_makes_one_suspect_event() -> None:
+    tracker = Tracker(threshold=5)
+    events = events_of(tracker)
+    for _ in range(5):
+        tracker.record("k", SITE, Thing())
+    assert events == []
+    for _ in range(20):
+        tracker.record("k", SITE, Thing())
+    assert [e for e, _ in events] == ["suspect"]
+    event, site = events[0]
+    assert site["max_per_thread"] == 6 and site["file"] == "/app/service.py" and site["line"] == 42
+    assert site["max_thread"] == threading.current_thread().name
+
+
+def test_churn_when_instances_are_freed() -> None:
+    tracker = Tracker(threshold=5)
+    events = events_of(tracker)
+    for _ in range(50):
+        tracker.record("k", SITE, Thing())  # freed at once
+    site = site_of(tracker)
+    assert site["verdict"] == CHURN and site["live"] == 0 and site["live_peak"] == 1
+    assert [e for e, _ in events] == ["suspect"]
+
+
+def test_retention_when_instances_stay_alive() -> None:
+    tracker = Tracker(threshold=5)
+    events = events_of(tracker)
+    kept = [Thing() for _ in range(50)]
+    for obj in kept:
+        tracker.record("k", SITE, obj)
+    site = site_of(tracker)
+    assert site["verdict"] == RETENTION and site["live"] == 50
+    # More alive than the threshold at the moment it became a suspect: retention at once,
+    # and no second warning.
+    assert [(e, s["verdict"]) for e, s in events] == [("suspect", RETENTION)]
+
+
+def test_churn_that_turns_into_retention_warns_again_once() -> None:
+    tracker = Tracker(threshold=5)
+    events = events_of(tracker)
+    for _ in range(10):
+        tracker.record("k", SITE, Thing())
+    kept = []
+    for _ in range(30):
+        obj = Thing()
+        kept.append(obj)
+        tracker.record("k", SITE, obj)
+    assert [e for e, _ in events] == ["suspect", "retention"]
+    assert events[0][1]["verdict"] == CHURN
+
+
+def test_objects_without_weakref_support_make_live_a_lower_bound() -> None:
+    tracker = Tracker(threshold=100)
+    tracker.record("k", SITE, 12345)  # ints do not support weak references
+    site = site_of(tracker)
+    assert site["created"] == 1 and site["live_exact"] is False
+
+
+def test_live_reference_cap() -> None:
+    tracker = Tracker(threshold=100, max_live_refs=10)
+    kept = [Thing() for _ in range(30)]
+    for obj in kept:
+        tracker.record("k", SITE, obj)
+    site = site_of(tracker)
+    assert site["created"] == 30 and site["live"] == 10 and not site["live_exact"]
+    assert tracker.totals()["watched"] == 10
+
+
+def test_site_cap_counts_the_rest_in_one_overflow_site() -> None:
+    tracker = Tracker(threshold=10**9, max_sites=100)
+    for n in range(1000):
+        tracker.record("k", ("/app/gen.py", n, "f"), Thing())
+    sites = tracker.snapshot()
+    assert len(sites) == 101
+    overflow = [s for s in sites if s["file"] == OVERFLOW_FILE]
+    assert overflow[0]["created"] == 900
+    assert tracker.totals()["overflowed"] == 900
+    assert sum(s["created"] for s in sites) == 1000
+
+
+def test_thread_churn_leaves_no_per_thread_state_behind() -> None:
+    tracker = Tracker(threshold=10**9)
+    for _ in range(3 * THREADS_PER_SITE):
+        t = threading.Thread(target=lambda: tracker.record("k", SITE, Thing()))
+        t.start()
+        t.join()
+    gc.collect()
+    assert tracker.totals()["threads_alive"] <= 2  # this thread (and maybe one finishing)
+    stats = next(iter(tracker._sites.values()))
+    assert len(stats.per_thread) <= THREADS_PER_SITE
+    assert site_of(tracker)["threads"] == 3 * THREADS_PER_SITE
+
+
+def test_suspect_per_kind_and_site() -> None:
+    tracker = Tracker(threshold=2)
+    for _ in range(3):
+        tracker.record("a", SITE, Thing())
+        tracker.record("b", SITE, Thing())
+        tracker.record("a", ("/app/other.py", 1, "g"), Thing())
+    suspects = {(s["kind"], s["file"]) for s in tracker.snapshot() if s["suspect"]}
+    assert suspects == {("a", SITE[0]), ("b", SITE[0]), ("a", "/app/other.py")}
+
+
+def test_weakref_callback_during_record_does_not_deadlock() -> None:
+    # Objects in reference cycles are freed by the garbage collector, which may run inside
+    # record() while the lock is held: the callback must not take the lock.
+    tracker = Tracker(threshold=10**9)
+    gc.set_threshold(1)
+    try:
+        for _ in range(2000):
+            obj = Thing()
+            obj.self = obj  # type: ignore[attr-defined]
+            tracker.record("k", SITE, obj)
+    finally:
+        gc.set_threshold(700, 10, 10)
+    del obj
+    gc.collect()
+    assert site_of(tracker)["live"] == 0
+
+
+def test_reset_after_fork_clears_counts() -> None:
+    tracker = Tracker(threshold=2)
+    for _ in range(5):
+        tracker.record("k", SITE, Thing())
+    tracker.reset_after_fork()
+    assert tracker.snapshot() == [] and tracker.totals()["created"] == 0
