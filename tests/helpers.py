@@ -99,6 +99,14 @@ def run_container_mode(
     )
 
 
+def line_of(path: Path, marker: str) -> int:
+    """Number of the first line of ``path`` that contains ``marker``."""
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        if marker in text:
+            return number
+    raise AssertionError(f"{marker!r} not in {path}")
+
+
 def load_report(path: Path | str) -> dict[str, Any]:
     """Read a JSON report."""
     return json.loads(Path(path).read_text())

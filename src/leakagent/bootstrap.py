@@ -51,7 +51,6 @@ class Agent:
         self.reporter.wake()
 
     def _local_created(self, cls: type, obj: object) -> None:
-        guard.fault_point(threadlocal.PART)
         if cls is threadlocal.RawLocal:
             kind, base = LOCAL_KIND, None
         else:
@@ -63,11 +62,38 @@ class Agent:
 
     def _hook_for(self, target: Target) -> Callable[[ModuleType], None]:
         def patch_target(module: ModuleType) -> None:
-            from . import patcher  # imports wrapt: only once a target library is imported
-
-            patcher.patch(target, module, self.tracker)
+            try:
+                from . import patcher  # imports wrapt: only once a target library is imported
+            except ImportError as exc:
+                log.warning_once(
+                    "wrapt",
+                    f"client constructors are not counted: {exc} "
+                    "(threading.local still is; install wrapt>=2 to count clients)",
+                )
+                return
+            try:
+                patcher.patch(target, module, self.tracker)
+            except (AttributeError, TypeError) as exc:  # a library version we do not know
+                version = getattr(module, "__version__", "of unknown version")
+                log.warning_once(
+                    f"target:{target.name}",
+                    f"{target.name} is not counted: {target.module}.{target.attribute} "
+                    f"was not found as expected in {target.distribution} {version} "
+                    f"(tested with {target.min_version or 'the current'} and newer): {exc}",
+                )
 
         return patch_target
+
+    def _track_multiprocessing(self, util: ModuleType) -> None:
+        # multiprocessing children started by fork end with os._exit(), which skips atexit:
+        # register the final report with multiprocessing's own exit finalizers in each child.
+        util.register_after_fork(self, Agent._in_multiprocessing_child)
+
+    def _in_multiprocessing_child(self) -> None:
+        import sys
+
+        util = sys.modules["multiprocessing.util"]
+        util.Finalize(self, self.reporter.finish, exitpriority=-100)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -79,6 +105,7 @@ class Agent:
             for target in CATALOG:
                 if target.enabled:
                     importhook.when_imported(target.module, self._hook_for(target))
+        importhook.when_imported("multiprocessing.util", self._track_multiprocessing)
         self.reporter.start()
         self.reporter.install_exit_hooks()
         if hasattr(os, "register_at_fork"):
@@ -117,6 +144,23 @@ def _root_pid() -> Optional[int]:
     return os.getpid()
 
 
+def _inject_test_faults(agent: Agent) -> None:
+    """Make the parts named in ``LEAKAGENT_TEST_FAULT`` raise (tests only; no hot-path cost)."""
+
+    def raiser(part: str) -> Callable[..., Any]:
+        def fail(*args: object, **kwargs: object) -> Any:
+            guard.fault_point(part)
+
+        return fail
+
+    if "local-hook" in guard.FAULTS:
+        agent._local_created = raiser("local-hook")  # type: ignore[method-assign]
+    if "tracker" in guard.FAULTS:
+        agent.tracker.record = raiser("tracker")  # type: ignore[method-assign]
+    if "callsite" in guard.FAULTS:
+        SiteFinder.find = raiser("callsite")  # type: ignore[method-assign]
+
+
 def get_agent() -> Optional[Agent]:
     """The running agent, or None when it is disabled or not started."""
     return _agent
@@ -135,6 +179,8 @@ def start() -> Optional[Agent]:
         config_mod.warn_problems(config)
         agent = Agent(config)
         _agent = agent
+        if guard.FAULTS:
+            _inject_test_faults(agent)
         agent.start()
         return agent
     except Exception as exc:

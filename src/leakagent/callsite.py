@@ -3,8 +3,8 @@
 A raw caller is usually library code (``boto3/__init__.py``, ``requests/api.py``), a wrapt
 frame (with ``WRAPT_DISABLE_EXTENSIONS=1``) or the agent itself. Frames are skipped by file
 name, never by a fixed depth. Standard-library frames (``concurrent/futures``, ``functools``)
-are passed over too, unless nothing else is left on the stack, in which case the first
-non-skipped frame is used.
+are passed over too, unless nothing else is left on the stack or the creation happened while
+a standard-library module was being imported: then the first standard-library frame is used.
 """
 
 from __future__ import annotations
@@ -78,8 +78,12 @@ class SiteFinder:
                 kind = self._kind(code.co_filename)
             if kind == _USER and (constructing is None or not _is_method_of(frame, constructing)):
                 return (code.co_filename, frame.f_lineno or 0, _qualname(code))
-            if kind == _STDLIB_FRAME and fallback is None:
-                fallback = frame
+            if kind == _STDLIB_FRAME:
+                if fallback is None:
+                    fallback = frame
+                elif code.co_filename.startswith("<frozen importlib"):
+                    break  # created while a stdlib module was being imported: blame that
+
             frame = frame.f_back
         if fallback is None:
             return UNKNOWN

@@ -19,7 +19,7 @@ errors: list[tuple[str, str]] = []
 """(part, repr of the error) for every contained error, oldest first (at most 100)."""
 
 STRICT = os.environ.get("LEAKAGENT_STRICT", "") == "1"
-_FAULTS = frozenset(p for p in os.environ.get("LEAKAGENT_TEST_FAULT", "").split(",") if p)
+FAULTS = frozenset(p for p in os.environ.get("LEAKAGENT_TEST_FAULT", "").split(",") if p)
 
 
 class InjectedFault(RuntimeError):
@@ -28,7 +28,7 @@ class InjectedFault(RuntimeError):
 
 def fault_point(part: str) -> None:
     """Raise :class:`InjectedFault` when tests asked for a fault in ``part``."""
-    if _FAULTS and part in _FAULTS:
+    if FAULTS and part in FAULTS:
         raise InjectedFault(f"fault injected in {part}")
 
 

@@ -31,6 +31,23 @@ if TYPE_CHECKING:
     from .tracker import Tracker
 
 PART = "client-hook"
+MIN_WRAPT = (1, 14)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+if _version(getattr(wrapt, "__version__", "0")) < MIN_WRAPT:
+    raise ImportError(
+        f"wrapt {getattr(wrapt, '__version__', '?')} is too old "
+        f"(leakagent needs {'.'.join(map(str, MIN_WRAPT))} or newer)"
+    )
+
 WRAPT_DIR = os.path.dirname(os.path.abspath(wrapt.__file__)) + os.sep
 
 _depth: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import (
     clean_env,
     launcher,
@@ -249,7 +251,17 @@ def test_program_sigterm_handler_is_kept(tmp_path: Path) -> None:
     assert proc.returncode == 7 and out == "handled\n"
 
 
-def test_injected_hook_failures_never_reach_the_program(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "faults, parts",
+    [
+        ("local-hook,client-hook,report", ["local-hook", "client-hook", "report"]),
+        ("tracker", ["local-hook", "client-hook"]),  # the hooks calling it switch off
+        ("callsite", ["local-hook", "client-hook"]),
+    ],
+)
+def test_injected_failures_never_reach_the_program(
+    faults: str, parts: list[str], tmp_path: Path
+) -> None:
     script = write_script(tmp_path, """
         import threading, requests
         class Ctx(threading.local):
@@ -266,14 +278,14 @@ def test_injected_hook_failures_never_reach_the_program(tmp_path: Path) -> None:
     """)
     plain = subprocess.run([sys.executable, str(script)], env=clean_env(),
                            capture_output=True, text=True)
-    env = clean_env(LEAKAGENT_STRICT="0",
-                    LEAKAGENT_TEST_FAULT="local-hook,client-hook,report")
+    env = clean_env(LEAKAGENT_STRICT="0", LEAKAGENT_TEST_FAULT=faults)
     result = run_python_launched(script, env=env,
                                  options=["--report", str(tmp_path / "r.json")])
     assert result.returncode == plain.returncode == 0
     assert result.stdout == plain.stdout == "120\n"
-    for part in ("local-hook", "client-hook", "report"):
-        assert result.stderr.count(f"internal error in {part}") == 1, result.stderr
+    for part in parts:
+        assert result.stderr.count(f"internal error in {part} ") == 1, result.stderr
+    assert result.stderr.count("internal error") == len(parts), result.stderr
 
 
 def test_report_path_in_an_unwritable_place_warns(tmp_path: Path) -> None:
