@@ -1,0 +1,290 @@
+"""OpenTelemetry export: metrics and spans, switched on by the standard ``OTEL_*`` variables.
+
+This module is imported at start-up by the bootstrap, so it imports no OpenTelemetry and
+nothing heavy: it reads the configuration (:func:`plan_from_env`) and, only when export is
+configured, starts a background thread that imports the SDK and the exporters
+(:mod:`leakagent.telemetry._otel`) off the program's main thread. Creations seen before that
+thread is ready are kept in a small bounded buffer and become spans once it is.
+
+With no configuration nothing is imported and nothing goes over the network.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+import time
+
+from .. import guard, importhook, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Optional
+
+    from ..bootstrap import Agent
+    from ._otel import Telemetry
+
+PART = "telemetry"
+TRACES_EXPORTERS = ("otlp", "console", "none")
+METRICS_EXPORTERS = ("otlp", "console", "prometheus", "none")
+PROTOCOLS = ("grpc", "http/protobuf")
+DEFAULT_PROTOCOL = "grpc"  # what opentelemetry-instrument uses, so both tools agree
+PROMETHEUS_HOST = "127.0.0.1"  # loopback unless OTEL_EXPORTER_PROMETHEUS_HOST says otherwise
+PROMETHEUS_PORT = 9464
+EARLY_BUFFER = 256
+"""Most creations remembered before the export layer is ready (then they are dropped)."""
+
+
+class Plan:
+    """What to export, read from the standard OpenTelemetry variables."""
+
+    __slots__ = (
+        "metrics",
+        "metrics_protocol",
+        "problems",
+        "prometheus_host",
+        "prometheus_port",
+        "traces",
+        "traces_protocol",
+    )
+
+    def __init__(self) -> None:
+        self.traces: tuple[str, ...] = ()
+        self.metrics: tuple[str, ...] = ()
+        self.traces_protocol = DEFAULT_PROTOCOL
+        self.metrics_protocol = DEFAULT_PROTOCOL
+        self.prometheus_host = PROMETHEUS_HOST
+        self.prometheus_port = PROMETHEUS_PORT
+        self.problems: list[str] = []
+
+    @property
+    def enabled(self) -> bool:
+        """True when any signal is exported."""
+        return bool(self.traces or self.metrics)
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan(traces={self.traces}, metrics={self.metrics}, "
+            f"protocols={self.traces_protocol}/{self.metrics_protocol})"
+        )
+
+
+def _exporters(
+    env: Mapping[str, str], signal: str, allowed: tuple[str, ...], plan: Plan
+) -> tuple[str, ...]:
+    name = f"OTEL_{signal}_EXPORTER"
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or env.get(
+            f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", ""
+        ).strip()
+        return ("otlp",) if endpoint else ()
+    chosen: list[str] = []
+    for value in (v.strip() for v in raw.split(",")):
+        if not value:
+            continue
+        if value not in allowed:
+            plan.problems.append(
+                f"{name}={value!r} is not one of {', '.join(allowed)}; leakagent ignores it"
+            )
+        elif value != "none" and value not in chosen:
+            chosen.append(value)
+    if "none" in raw.split(","):
+        return ()
+    return tuple(chosen)
+
+
+def _protocol(env: Mapping[str, str], signal: str, plan: Plan) -> str:
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(name, "").strip().lower()
+        if not value:
+            continue
+        if value in PROTOCOLS:
+            return value
+        plan.problems.append(
+            f"{name}={value!r} is not one of {', '.join(PROTOCOLS)}; "
+            f"using {DEFAULT_PROTOCOL}"
+        )
+        return DEFAULT_PROTOCOL
+    return DEFAULT_PROTOCOL
+
+
+def plan_from_env(environ: Optional[Mapping[str, str]] = None) -> Plan:
+    """Read the export plan; malformed values become one problem each (logged once)."""
+    env = os.environ if environ is None else environ
+    plan = Plan()
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return plan
+    plan.traces = _exporters(env, "TRACES", TRACES_EXPORTERS, plan)
+    plan.metrics = _exporters(env, "METRICS", METRICS_EXPORTERS, plan)
+    plan.traces_protocol = _protocol(env, "TRACES", plan)
+    plan.metrics_protocol = _protocol(env, "METRICS", plan)
+    host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip()
+    if host:
+        plan.prometheus_host = host
+    port = env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "").strip()
+    if port:
+        if port.isdigit() and 0 <= int(port) <= 65535:
+            plan.prometheus_port = int(port)
+        else:
+            plan.problems.append(
+                f"OTEL_EXPORTER_PROMETHEUS_PORT={port!r} is not a port number; "
+                f"using {PROMETHEUS_PORT}"
+            )
+    return plan
+
+
+class Early:
+    """Creations and suspects seen before the export layer is ready; bounded."""
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.creations: list[tuple[Any, ...]] = []
+        self.suspects: list[tuple[dict[str, Any], str, Any, int]] = []
+        self.dropped = 0
+        self.ready: Optional[Telemetry] = None
+
+
+_early = Early()
+_plan: Optional[Plan] = None
+
+
+def _current_context() -> Any:
+    """The program's current OpenTelemetry context, if the program imported the API."""
+    context = sys.modules.get("opentelemetry.context")
+    if context is None:
+        return None
+    return context.get_current()
+
+
+def _on_creation(kind: str, site: tuple[str, int, str], start_ns: int, end_ns: int) -> None:
+    """``patcher.listeners`` entry: runs on the creating thread after each counted creation."""
+    if guard.is_off(PART):
+        return
+    try:
+        ready = _early.ready
+        if ready is not None:
+            ready.on_creation(kind, site, start_ns, end_ns)
+            return
+        wall_end = time.time_ns()
+        start = wall_end - (end_ns - start_ns)
+        ident = _thread.get_ident()
+        item = (kind, site, start, wall_end, ident, _thread_name(), _current_context())
+        with _early.lock:
+            ready = _early.ready
+            if ready is None:
+                if len(_early.creations) < EARLY_BUFFER:
+                    _early.creations.append(item)
+                else:
+                    _early.dropped += 1
+                return
+        ready.on_creation(kind, site, start_ns, end_ns)
+    except Exception as exc:
+        guard.failed(PART, exc)
+
+
+def _on_suspect(site: dict[str, Any], event: str) -> None:
+    """Suspect listener of the agent: a suspect becomes a span (searchable)."""
+    if guard.is_off(PART):
+        return
+    try:
+        ready = _early.ready
+        if ready is None:
+            with _early.lock:
+                ready = _early.ready
+                if ready is None:
+                    if len(_early.suspects) < EARLY_BUFFER:
+                        _early.suspects.append((site, event, _current_context(), time.time_ns()))
+                    return
+        ready.on_suspect(site, event)
+    except Exception as exc:
+        guard.failed(PART, exc)
+
+
+def _thread_name() -> str:
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return "MainThread"
+    return str(threading.current_thread().name)
+
+
+def _listen_to_patcher(module: Any) -> None:
+    if _on_creation not in module.listeners:
+        module.listeners.append(_on_creation)
+
+
+def start(agent: Agent) -> Optional[Plan]:
+    """Start export when the ``OTEL_*`` variables ask for it; returns the plan (or None)."""
+    global _plan
+    plan = plan_from_env()
+    for problem in plan.problems:
+        log.warning(problem)
+    if not plan.enabled:
+        return None
+    _plan = plan
+    agent.suspect_listeners.append(_on_suspect)
+    # patcher imports wrapt: listen once it is imported (when a client library is), not now.
+    importhook.when_imported("leakagent.patcher", _listen_to_patcher)
+    agent.reporter.finish_hooks.append(_finish)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    _thread.start_new_thread(_set_up, (agent, plan))
+    return plan
+
+
+def _set_up(agent: Agent, plan: Plan) -> None:
+    """Background thread: import the SDK, build providers and exporters, flush the buffer."""
+    try:
+        guard.fault_point(PART)
+        from ._otel import Telemetry
+
+        telemetry = Telemetry(agent, plan)
+        telemetry.start()
+        with _early.lock:
+            creations, _early.creations = _early.creations, []
+            suspects, _early.suspects = _early.suspects, []
+            dropped, _early.dropped = _early.dropped, 0
+            _early.ready = telemetry
+        telemetry.replay(creations, suspects, dropped)
+    except Exception as exc:
+        try:
+            guard.failed(PART, exc)
+        except Exception:  # strict mode re-raises; logged already, nothing above to catch it
+            pass
+
+
+def _finish() -> None:
+    """Reporter finish hook (atexit, SIGTERM): flush within the exit bound."""
+    ready = _early.ready
+    if ready is not None:
+        ready.finish()
+
+
+def _after_fork_in_child() -> None:
+    try:
+        ready = _early.ready
+        if ready is not None:
+            ready.after_fork_in_child()
+        else:
+            _early.lock = _thread.allocate_lock()
+            _early.creations.clear()
+            _early.suspects.clear()
+    except Exception as exc:
+        guard.failed(PART, exc)
+
+
+def get() -> Optional[Telemetry]:
+    """The running export layer, once ready (tests)."""
+    return _early.ready
+
+
+def wait_ready(timeout: float = 30.0) -> Optional[Telemetry]:
+    """Wait until the export layer is ready (tests and ``leakagent.telemetry.flush``)."""
+    deadline = time.monotonic() + timeout
+    while _early.ready is None and _plan is not None and time.monotonic() < deadline:
+        if guard.is_off(PART):
+            return None
+        time.sleep(0.01)
+    return _early.ready
