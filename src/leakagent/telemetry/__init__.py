@@ -16,15 +16,15 @@ import os
 import sys
 import time
 
-from .. import guard, importhook, log
+from leakagent import guard, importhook, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, Optional
 
-    from ..bootstrap import Agent
-    from ._otel import Telemetry
+    from leakagent.bootstrap import Agent
+    from leakagent.telemetry._otel import Telemetry
 
 PART = "telemetry"
 TRACES_EXPORTERS = ("otlp", "console", "none")
@@ -238,7 +238,7 @@ def _set_up(agent: Agent, plan: Plan) -> None:
     """Background thread: import the SDK, build providers and exporters, flush the buffer."""
     try:
         guard.fault_point(PART)
-        from ._otel import Telemetry
+        from leakagent.telemetry._otel import Telemetry
 
         telemetry = Telemetry(agent, plan)
         telemetry.start()

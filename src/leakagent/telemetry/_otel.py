@@ -45,10 +45,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from .. import __version__, guard, log
-from ..tracker import LOCAL_KIND
-from . import PART, Plan
-from .memory import cgroup_memory_limit, rss_bytes
+from leakagent import __version__, guard, log
+from leakagent.telemetry import PART, Plan
+from leakagent.telemetry.memory import cgroup_memory_limit, rss_bytes
+from leakagent.tracker import LOCAL_KIND
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
     from opentelemetry.trace import Tracer
 
-    from ..bootstrap import Agent
+    from leakagent.bootstrap import Agent
 
 SCOPE = "leakagent"
 
@@ -114,9 +114,12 @@ def _said_once(message: str) -> None:
 
 def _install_quiet_filter() -> None:
     for name, logger in list(logging.root.manager.loggerDict.items()):
-        if name.startswith("opentelemetry") and isinstance(logger, logging.Logger):
-            if _FILTER not in logger.filters:
-                logger.addFilter(_FILTER)
+        if (
+            name.startswith("opentelemetry")
+            and isinstance(logger, logging.Logger)
+            and _FILTER not in logger.filters
+        ):
+            logger.addFilter(_FILTER)
 
 
 class QuietSpanExporter(SpanExporter):
@@ -377,8 +380,8 @@ class Telemetry:
         if self.plan.traces:
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             for name in self.plan.traces:
-                exporter = QuietSpanExporter(_span_exporter(name, self.plan.traces_protocol))
-                provider.add_span_processor(BatchSpanProcessor(exporter))
+                spans = QuietSpanExporter(_span_exporter(name, self.plan.traces_protocol))
+                provider.add_span_processor(BatchSpanProcessor(spans))
             self.tracer_provider = provider
             self._private_tracer = provider.get_tracer(SCOPE, __version__)
         if self.plan.metrics:
@@ -560,7 +563,9 @@ class Telemetry:
 
     # -- spans ----------------------------------------------------------------------------
 
-    def on_creation(self, kind: str, site: tuple[str, int, str], start_ns: int, end_ns: int) -> None:
+    def on_creation(
+        self, kind: str, site: tuple[str, int, str], start_ns: int, end_ns: int
+    ) -> None:
         """A counted creation on the current thread: maybe a span (rate-limited per site)."""
         held = self.limiter.allow((kind, *site), time.monotonic())
         if held is None:
@@ -606,8 +611,9 @@ class Telemetry:
         span = tracer.start_span(kind, context=parent, attributes=attributes, start_time=start)
         span.end(end_time=end)
 
-    def on_suspect(self, site: dict[str, Any], event: str, parent: Any = None,
-                   when: Optional[int] = None) -> None:
+    def on_suspect(
+        self, site: dict[str, Any], event: str, parent: Any = None, when: Optional[int] = None
+    ) -> None:
         """A call site became a suspect (or turned to retention): one span that says so."""
         tracer = self._tracer()
         if tracer is None:
@@ -658,9 +664,9 @@ class Telemetry:
         for kind, site, start, end, ident, thread_name, parent in creations:
             held = self.limiter.allow((kind, *site), time.monotonic())
             if held is not None:
+                context = parent if parent is not None else empty
                 self._creation_span(
-                    tracer, kind, site, start, end, ident, thread_name,
-                    parent if parent is not None else empty, held,
+                    tracer, kind, site, start, end, ident, thread_name, context, held
                 )
         for site, event, parent, when in suspects:
             self.on_suspect(site, event, parent if parent is not None else empty, when)
@@ -682,13 +688,11 @@ class Telemetry:
                 deadline = time.monotonic() + timeout
                 millis = max(1, int(timeout * 1000))
                 if self._global_tracer is not None:
-                    provider = otel_trace.get_tracer_provider()
-                    flush = getattr(provider, "force_flush", None)
+                    flush = getattr(otel_trace.get_tracer_provider(), "force_flush", None)
                     if flush is not None:
                         flush(millis)
                 if self._global_meter_seen:
-                    provider = otel_metrics.get_meter_provider()
-                    flush = getattr(provider, "force_flush", None)
+                    flush = getattr(otel_metrics.get_meter_provider(), "force_flush", None)
                     if flush is not None:
                         flush(max(1, int((deadline - time.monotonic()) * 1000)))
                 if self.tracer_provider is not None:
@@ -715,8 +719,8 @@ class Telemetry:
         self._finished = False
         self._time_offset_ns = time.time_ns() - time.perf_counter_ns()
         pid = Resource({"process.pid": os.getpid(), "process.parent_pid": os.getppid()})
-        for provider in (self.tracer_provider, self.meter_provider):
-            update = getattr(provider, "_update_resource", None)
+        for owned in (self.tracer_provider, self.meter_provider):
+            update = getattr(owned, "_update_resource", None)
             if update is not None:
                 update(pid)
 
