@@ -145,6 +145,7 @@ class Early:
         self.suspects: list[tuple[dict[str, Any], str, Any, int]] = []
         self.dropped = 0
         self.ready: Optional[Telemetry] = None
+        self.setting_up = _thread.allocate_lock()  # held while the set-up thread works
 
 
 _early = Early()
@@ -230,6 +231,7 @@ def start(agent: Agent) -> Optional[Plan]:
     agent.reporter.finish_hooks.append(_finish)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
+    _early.setting_up.acquire()
     _thread.start_new_thread(_set_up, (agent, plan))
     return plan
 
@@ -238,6 +240,13 @@ def _set_up(agent: Agent, plan: Plan) -> None:
     """Background thread: import the SDK, build providers and exporters, flush the buffer."""
     try:
         guard.fault_point(PART)
+        # A short program may reach its end while this thread works. Wait for it before the
+        # interpreter stops thread pools (grpc needs them): a threading atexit callback, run
+        # before concurrent.futures' own because registered after it (they run reversed).
+        import concurrent.futures.thread  # noqa: F401
+        import threading
+
+        threading._register_atexit(_wait_for_set_up)  # type: ignore[attr-defined]
         from leakagent.telemetry._otel import Telemetry
 
         telemetry = Telemetry(agent, plan)
@@ -249,26 +258,62 @@ def _set_up(agent: Agent, plan: Plan) -> None:
             _early.ready = telemetry
         telemetry.replay(creations, suspects, dropped)
     except Exception as exc:
+        if sys.is_finalizing() or _exit_deadline is not None:
+            # The program ended before export was ready: nothing to report, not a bug.
+            log.info(f"telemetry not started: the program ended first ({exc!r})")
+            return
         try:
             guard.failed(PART, exc)
         except Exception:  # strict mode re-raises; logged already, nothing above to catch it
             pass
+    finally:
+        _early.setting_up.release()
+
+
+_exit_deadline: Optional[float] = None
+
+
+def _time_left() -> float:
+    """Seconds left of the exit bound, which starts when the program starts to exit."""
+    global _exit_deadline
+    if _exit_deadline is None:
+        _exit_deadline = time.monotonic() + _exit_timeout()
+    return max(0.0, _exit_deadline - time.monotonic())
+
+
+def _wait_for_set_up() -> None:
+    if _early.ready is None and _early.setting_up.acquire(timeout=_time_left()):
+        _early.setting_up.release()
 
 
 def _finish() -> None:
-    """Reporter finish hook (atexit, SIGTERM): flush within the exit bound."""
+    """Reporter finish hook (atexit, SIGTERM): flush, all within the exit bound.
+
+    A short program may end before the set-up thread is ready: wait for it, within the bound.
+    """
+    _wait_for_set_up()
     ready = _early.ready
     if ready is not None:
-        ready.finish()
+        ready.finish(_time_left())
+
+
+def _exit_timeout() -> float:
+    from leakagent import bootstrap
+
+    agent = bootstrap.get_agent()
+    return agent.config.otel_exit_timeout if agent is not None else 2.0
 
 
 def _after_fork_in_child() -> None:
+    global _exit_deadline
+    _exit_deadline = None
     try:
         ready = _early.ready
         if ready is not None:
             ready.after_fork_in_child()
         else:
             _early.lock = _thread.allocate_lock()
+            _early.setting_up = _thread.allocate_lock()  # the set-up thread is not in the child
             _early.creations.clear()
             _early.suspects.clear()
     except Exception as exc:
