@@ -150,6 +150,7 @@ class Early:
 
 _early = Early()
 _plan: Optional[Plan] = None
+_agent: Optional[Agent] = None
 
 
 def _current_context() -> Any:
@@ -218,13 +219,13 @@ def _listen_to_patcher(module: Any) -> None:
 
 def start(agent: Agent) -> Optional[Plan]:
     """Start export when the ``OTEL_*`` variables ask for it; returns the plan (or None)."""
-    global _plan
+    global _plan, _agent
     plan = plan_from_env()
     for problem in plan.problems:
         log.warning(problem)
     if not plan.enabled:
         return None
-    _plan = plan
+    _plan, _agent = plan, agent
     agent.suspect_listeners.append(_on_suspect)
     # patcher imports wrapt: listen once it is imported (when a client library is), not now.
     importhook.when_imported("leakagent.patcher", _listen_to_patcher)
@@ -247,6 +248,10 @@ def _set_up(agent: Agent, plan: Plan) -> None:
         import threading
 
         threading._register_atexit(_wait_for_set_up)  # type: ignore[attr-defined]
+        if hasattr(os, "register_at_fork"):
+            # After concurrent.futures' own handler, so it runs first (reverse order): that
+            # one takes a lock this thread may need to finish.
+            os.register_at_fork(before=_before_fork)
         from leakagent.telemetry._otel import Telemetry
 
         telemetry = Telemetry(agent, plan)
@@ -304,6 +309,17 @@ def _exit_timeout() -> float:
     return agent.config.otel_exit_timeout if agent is not None else 2.0
 
 
+FORK_WAIT = 5.0
+"""Most seconds a fork waits for the set-up thread to finish its imports."""
+
+
+def _before_fork() -> None:
+    """Let the set-up finish before a fork: a child must not inherit half-imported modules
+    (their import locks belong to a thread that does not exist in the child)."""
+    if _early.ready is None and _early.setting_up.acquire(timeout=FORK_WAIT):
+        _early.setting_up.release()
+
+
 def _after_fork_in_child() -> None:
     global _exit_deadline
     _exit_deadline = None
@@ -311,11 +327,14 @@ def _after_fork_in_child() -> None:
         ready = _early.ready
         if ready is not None:
             ready.after_fork_in_child()
-        else:
+        else:  # forked before the set-up finished: the child sets itself up
             _early.lock = _thread.allocate_lock()
             _early.setting_up = _thread.allocate_lock()  # the set-up thread is not in the child
             _early.creations.clear()
             _early.suspects.clear()
+            if _agent is not None and _plan is not None:
+                _early.setting_up.acquire()
+                _thread.start_new_thread(_set_up, (_agent, _plan))
     except Exception as exc:
         guard.failed(PART, exc)
 
