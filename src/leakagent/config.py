@@ -86,6 +86,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds the final telemetry flush may add at exit or SIGTERM, whatever the "
         "collector does.",
     ),
+    Setting(
+        "LEAKAGENT_CGROUP_ROOT",
+        "/sys/fs/cgroup",
+        "Where the cgroup file system is mounted, to find the container memory limit "
+        "(leakagent.memory.limit).",
+    ),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -112,6 +118,7 @@ class Config:
         otel_max_series: int = 500,
         otel_span_rate: int = 10,
         otel_exit_timeout: float = 2.0,
+        cgroup_root: str = "/sys/fs/cgroup",
     ) -> None:
         self.enabled = enabled
         self.threshold = threshold
@@ -127,6 +134,7 @@ class Config:
         self.otel_max_series = otel_max_series
         self.otel_span_rate = otel_span_rate
         self.otel_exit_timeout = otel_exit_timeout
+        self.cgroup_root = cgroup_root
 
 
 class _Reader:
@@ -195,6 +203,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         otel_max_series=int(reader.number("LEAKAGENT_OTEL_MAX_SERIES", int, 1)),
         otel_span_rate=int(reader.number("LEAKAGENT_OTEL_SPAN_RATE", int, 0)),
         otel_exit_timeout=reader.number("LEAKAGENT_OTEL_EXIT_TIMEOUT", float, 0.0),
+        cgroup_root=reader.raw("LEAKAGENT_CGROUP_ROOT"),
         problems=tuple(reader.problems),
     )
 

@@ -303,7 +303,7 @@ class Telemetry:
         self._global_meter_seen = False
         self._snapshot: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._snapshot_lock = threading.Lock()
-        self._memory_limit = cgroup_memory_limit()
+        self._memory_limit = cgroup_memory_limit(self.config.cgroup_root)
         self._time_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._finished = False
 
