@@ -103,10 +103,11 @@ def _protocol(env: Mapping[str, str], signal: str, plan: Plan) -> str:
             continue
         if value in PROTOCOLS:
             return value
-        plan.problems.append(
-            f"{name}={value!r} is not one of {', '.join(PROTOCOLS)}; "
-            f"using {DEFAULT_PROTOCOL}"
+        problem = (
+            f"{name}={value!r} is not one of {', '.join(PROTOCOLS)}; using {DEFAULT_PROTOCOL}"
         )
+        if problem not in plan.problems:  # the shared variable serves both signals
+            plan.problems.append(problem)
         return DEFAULT_PROTOCOL
     return DEFAULT_PROTOCOL
 
