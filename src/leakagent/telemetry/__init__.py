@@ -233,26 +233,31 @@ def start(agent: Agent) -> Optional[Plan]:
     agent.reporter.finish_hooks.append(_finish)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
+    _wait_at_exit()
     _early.setting_up.acquire()
     _thread.start_new_thread(_set_up, (agent, plan))
     return plan
+
+
+def _wait_at_exit() -> None:
+    """A short program may reach its end while the set-up thread works: wait for it (within
+    the exit bound) before the interpreter stops thread pools, which grpc needs. A threading
+    atexit callback runs before concurrent.futures' own when registered after it (they run in
+    reverse order); ~6 ms on the main thread, only when export is on."""
+    import concurrent.futures.thread  # noqa: F401
+    import threading
+
+    threading._register_atexit(_wait_for_set_up)  # type: ignore[attr-defined]
+    if hasattr(os, "register_at_fork"):
+        # Likewise after concurrent.futures' fork handler, which takes a lock the set-up
+        # thread may need: ours must run first.
+        os.register_at_fork(before=_before_fork)
 
 
 def _set_up(agent: Agent, plan: Plan) -> None:
     """Background thread: import the SDK, build providers and exporters, flush the buffer."""
     try:
         guard.fault_point(PART)
-        # A short program may reach its end while this thread works. Wait for it before the
-        # interpreter stops thread pools (grpc needs them): a threading atexit callback, run
-        # before concurrent.futures' own because registered after it (they run reversed).
-        import concurrent.futures.thread  # noqa: F401
-        import threading
-
-        threading._register_atexit(_wait_for_set_up)  # type: ignore[attr-defined]
-        if hasattr(os, "register_at_fork"):
-            # After concurrent.futures' own handler, so it runs first (reverse order): that
-            # one takes a lock this thread may need to finish.
-            os.register_at_fork(before=_before_fork)
         from leakagent.telemetry._otel import Telemetry
 
         telemetry = Telemetry(agent, plan)
