@@ -121,6 +121,14 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
         **{"code.line.number": marked_line(app, "module-local")},
     )
     assert local["value"] == 1 and local["attributes"]["leakagent.kind"] == "threading.local"
+    # The exporters' own clients (the HTTP exporter's requests.Session) are not counted.
+    sessions = {
+        p["attributes"]["code.file.path"]
+        for p in points
+        if p["name"] == "leakagent.instances.created"
+        and p["attributes"].get("leakagent.kind") == "requests.Session"
+    }
+    assert sessions == {str(app)}
     memory = _last(points, "process.memory.usage")
     assert memory["value"] > 1_000_000
 

@@ -204,11 +204,14 @@ class QuietMetricExporter(MetricExporter):
             _quiet.reset(token)
 
 
-def _suppress_own_counting() -> None:
-    """Clients built by the exporters (the HTTP exporter's requests.Session) are not counted."""
-    patcher = sys.modules.get("leakagent.patcher")
-    if patcher is not None:
-        patcher._depth.set(1)
+def _suppress_own_counting(plan: Plan) -> None:
+    """Clients built by the exporters (the HTTP exporter's requests.Session) are not counted:
+    the constructor hooks see this thread as inside a construction already."""
+    if "http/protobuf" not in (plan.traces_protocol, plan.metrics_protocol):
+        return
+    from leakagent import patcher  # a full import, even while another thread is importing it
+
+    patcher._depth.set(1)
 
 
 def build_resource() -> Resource:
@@ -311,7 +314,7 @@ class Telemetry:
 
     def start(self) -> None:
         """Build the private providers and register the instruments (set-up thread)."""
-        _suppress_own_counting()
+        _suppress_own_counting(self.plan)
         resource = build_resource()
         if self.plan.traces:
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
