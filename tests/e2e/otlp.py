@@ -45,6 +45,7 @@ class Received:
         self.lock = threading.Lock()
         self.traces: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.headers: list[dict[str, str]] = []  # request headers (gRPC metadata), lower-case
         self.slow = False  # hold every request until the receiver stops (a slow collector)
         self.released = threading.Event()
 
@@ -121,10 +122,11 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the service's name
+    def Export(self, request: Any, context: Any) -> Any:
         if self.received.slow:
             self.received.released.wait(300)
         with self.received.lock:
+            self.received.headers.append({k.lower(): v for k, v in context.invocation_metadata()})
             self.received.traces.append(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -133,10 +135,11 @@ class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, received: Received) -> None:
         self.received = received
 
-    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802
+    def Export(self, request: Any, context: Any) -> Any:
         if self.received.slow:
             self.received.released.wait(300)
         with self.received.lock:
+            self.received.headers.append({k.lower(): v for k, v in context.invocation_metadata()})
             self.received.metrics.append(request)
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
@@ -172,7 +175,7 @@ class HttpReceiver:
         self.received = received = Received()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 encoding = self.headers.get("Content-Encoding", "")
@@ -182,6 +185,8 @@ class HttpReceiver:
                     body = zlib.decompress(body)
                 if received.slow:
                     received.released.wait(300)
+                with received.lock:
+                    received.headers.append({k.lower(): v for k, v in self.headers.items()})
                 if self.path == "/v1/traces":
                     request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
                     with received.lock:

@@ -31,7 +31,9 @@ sys.exit(3)
 """
 
 
-def _run(app: Path, otlp: list[str] | None, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run(
+    app: Path, otlp: list[str] | None, **env: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
     result = run_python_launched(
         app,
@@ -59,9 +61,7 @@ def test_exit_within_bound_output_unchanged(tmp_path: Path, protocol: str, troub
         cls: Any = GrpcReceiver if protocol == "grpc" else HttpReceiver
         with cls() as receiver:
             receiver.received.slow = True  # accepts, then never answers
-            result, elapsed = _run(
-                app, ["--otlp", receiver.endpoint, "--otlp-protocol", protocol]
-            )
+            result, elapsed = _run(app, ["--otlp", receiver.endpoint, "--otlp-protocol", protocol])
     assert result.returncode == baseline.returncode
     assert result.stdout == baseline.stdout
     assert result.stderr == baseline.stderr
@@ -85,8 +85,15 @@ def test_sigterm_with_a_slow_collector(tmp_path: Path, protocol: str) -> None:
     with cls() as receiver:
         receiver.received.slow = True
         process = subprocess.Popen(
-            [*launcher(), "--otlp", receiver.endpoint, "--otlp-protocol", protocol,
-             sys.executable, str(app)],
+            [
+                *launcher(),
+                "--otlp",
+                receiver.endpoint,
+                "--otlp-protocol",
+                protocol,
+                sys.executable,
+                str(app),
+            ],
             env=clean_env(
                 LEAKAGENT_OTEL_EXIT_TIMEOUT=str(EXIT_BOUND), OTEL_EXPORTER_OTLP_TIMEOUT="60"
             ),

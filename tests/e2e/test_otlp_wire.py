@@ -17,7 +17,7 @@ from tests.helpers import clean_env, run_python_launched, write_script
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
-APP = f'''
+APP = f"""
 import os, sys, threading
 import requests
 from opentelemetry import context
@@ -42,7 +42,7 @@ local = threading.local()  # module-local
 kept = [requests.Session() for _ in range(3)]  # kept-sessions
 print("pid", os.getpid())
 print("app done")
-'''
+"""
 
 METRICS = {
     "leakagent.instances.created": ("{instance}", "sum", True),
@@ -60,8 +60,7 @@ def _last(points: list[dict[str, Any]], name: str, **attributes: Any) -> dict[st
     matching = [
         p
         for p in points
-        if p["name"] == name
-        and all(p["attributes"].get(k) == v for k, v in attributes.items())
+        if p["name"] == name and all(p["attributes"].get(k) == v for k, v in attributes.items())
     ]
     assert matching, f"no {name} point with {attributes}"
     return matching[-1]
@@ -74,6 +73,7 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
         OTEL_RESOURCE_ATTRIBUTES="deployment.environment.name=e2e,team=payments",
         OTEL_METRIC_EXPORT_INTERVAL="500",
         LEAKAGENT_OTEL_SPAN_RATE="5",
+        OTEL_EXPORTER_OTLP_HEADERS="x-tenant=acme,authorization=Bearer%20t0ken",
     )
     result = run_python_launched(
         app,
@@ -85,6 +85,12 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
     pid = int(re.search(r"pid (\d+)", result.stdout).group(1))  # type: ignore[union-attr]
     received = receiver.received
     assert received.wait_for(lambda: received.metrics and received.traces, timeout=30)
+
+    # OTEL_EXPORTER_OTLP_HEADERS reach the collector with every request.
+    assert received.headers
+    for headers in received.headers:
+        assert headers["x-tenant"] == "acme"
+        assert headers["authorization"] == "Bearer t0ken"
 
     # -- metrics: names, units, kinds, attributes -----------------------------------------
     points = received.metric_points()
@@ -145,8 +151,9 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
     # -- spans: kind name, code attributes, thread, parent, rate limit, suspect -------------
     spans = received.spans()
     creations = [
-        s for s in spans if s["name"] == "requests.Session"
-        and s["attributes"]["code.line.number"] == line
+        s
+        for s in spans
+        if s["name"] == "requests.Session" and s["attributes"]["code.line.number"] == line
     ]
     assert len(creations) == 5, [s["attributes"] for s in creations]  # rate-limited
     for span in creations:
@@ -170,7 +177,8 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
     assert len({s["span_id"] for s in spans}) == len(spans)  # each span once
     # Spans outside any request context are roots.
     kept_spans = [
-        s for s in spans if s["attributes"].get("code.line.number") == marked_line(
-            app, "kept-sessions")
+        s
+        for s in spans
+        if s["attributes"].get("code.line.number") == marked_line(app, "kept-sessions")
     ]
     assert kept_spans and all(s["parent_span_id"] == "" for s in kept_spans)

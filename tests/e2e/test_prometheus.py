@@ -52,7 +52,7 @@ print("stopped after", number, flush=True)
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=10) as response:
         return json.loads(response.read())
 
 
@@ -89,7 +89,7 @@ class Prometheus:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, "prometheus exited; see prometheus.log"
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:  # noqa: S310
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
                     if response.status == 200:
                         return
             except OSError:
@@ -191,13 +191,17 @@ def test_prometheus_scrapes_and_every_dashboard_query_has_data(
     assert up[0]["metric"]["instance"].startswith("127.0.0.1:")
 
     # Names as Prometheus sees them: _total on counters, _bytes from the By unit, labels.
-    created = _wait_for_data(prometheus, 'leakagent_instances_created_total{leakagent_kind="requests.Session"}')
+    created = _wait_for_data(
+        prometheus, 'leakagent_instances_created_total{leakagent_kind="requests.Session"}'
+    )
     assert created
     labels = created[0]["metric"]
     assert labels["code_function_name"] == "handle_request"
     assert labels["code_file_path"].endswith("app.py")
     assert re.fullmatch(r"\d+", labels["code_line_number"])
-    assert _wait_for_data(prometheus, 'leakagent_thread_local_created_total{leakagent_kind="threading.local"}')
+    assert _wait_for_data(
+        prometheus, 'leakagent_thread_local_created_total{leakagent_kind="threading.local"}'
+    )
     limit = _wait_for_data(prometheus, "leakagent_memory_limit_bytes")
     assert float(limit[0]["value"][1]) == MEMORY_LIMIT
     # The suspect appears after 51 creations, and rate() needs a few scrapes.

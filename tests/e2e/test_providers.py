@@ -82,7 +82,8 @@ def _assert_no_duplicates(received: Any, app: Path, expect_service: str) -> None
     assert max(per_request.values()) == 1, "a series appears twice in one export"
     line = marked_line(app, "per-request-client")
     created = [
-        p for p in points
+        p
+        for p in points
         if p["name"] == "leakagent.instances.created"
         and p["attributes"].get("code.line.number") == line
     ]
@@ -217,6 +218,8 @@ def test_forked_child_exports_its_own_data(tmp_path: Path) -> None:
         assert received.wait_for(lambda: len(created_by_pid()) == 2)
         assert created_by_pid() == {child: 7, parent: 3}
         span_pids = Counter(
-            s["resource"]["process.pid"] for s in received.spans() if s["name"] == "requests.Session"
+            s["resource"]["process.pid"]
+            for s in received.spans()
+            if s["name"] == "requests.Session"
         )
         assert span_pids == {child: 7, parent: 3}

@@ -4,7 +4,6 @@ OTEL_SDK_DISABLED=true turns export off; a missing Prometheus exporter is said o
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,9 @@ import json, sys, time
 import requests
 sessions = [requests.Session() for _ in range(3)]
 time.sleep(0.3)
-loaded = sorted(m for m in sys.modules if m.startswith(("opentelemetry", "grpc", "google.protobuf", "leakagent.telemetry._otel", "prometheus_client")))
+heavy = ("opentelemetry", "grpc", "google.protobuf", "leakagent.telemetry._otel",
+         "prometheus_client")
+loaded = sorted(m for m in sys.modules if m.startswith(heavy))
 threads = sorted(t.name for t in __import__("threading").enumerate())
 print(json.dumps({"loaded": loaded, "threads": threads}))
 """
@@ -27,7 +28,11 @@ print(json.dumps({"loaded": loaded, "threads": threads}))
     "env",
     [
         {},
-        {"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp"},
+        {
+            "OTEL_SDK_DISABLED": "true",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+        },
         {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"},
         # Variables only opentelemetry-instrument reads do not switch leakagent's export on.
         {"OTEL_SERVICE_NAME": "svc", "OTEL_RESOURCE_ATTRIBUTES": "a=b"},

@@ -73,7 +73,11 @@ def test_malformed_values_name_the_variable() -> None:
     assert plan.traces == () and plan.metrics == ("prometheus",)
     assert plan.prometheus_port == 9464
     assert len(plan.problems) == 3
-    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_PROMETHEUS_PORT"):
+    for name in (
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
+    ):
         assert sum(name in p for p in plan.problems) == 1
 
 
@@ -193,7 +197,11 @@ def test_settings_are_documented_and_validated() -> None:
         2.0,
     )
     assert len(loaded.problems) == 3
-    for name in ("LEAKAGENT_OTEL_MAX_SERIES", "LEAKAGENT_OTEL_SPAN_RATE", "LEAKAGENT_OTEL_EXIT_TIMEOUT"):
+    for name in (
+        "LEAKAGENT_OTEL_MAX_SERIES",
+        "LEAKAGENT_OTEL_SPAN_RATE",
+        "LEAKAGENT_OTEL_EXIT_TIMEOUT",
+    ):
         assert sum(name in p for p in loaded.problems) == 1
     good = config.load({"LEAKAGENT_OTEL_SPAN_RATE": "0", "LEAKAGENT_OTEL_EXIT_TIMEOUT": "0.5"})
     assert (good.otel_span_rate, good.otel_exit_timeout) == (0, 0.5)
@@ -227,8 +235,9 @@ def test_prometheus_flag_and_both() -> None:
     assert command == ["python", "--prometheus"]  # the program's own arguments are untouched
     assert env["OTEL_METRICS_EXPORTER"] == "prometheus"
     assert "OTEL_EXPORTER_PROMETHEUS_PORT" not in env or env["OTEL_EXPORTER_PROMETHEUS_PORT"]
-    env, _ = _environment(["--threshold", "5", "--otlp", "--prometheus", "9100", "--service-name",
-                           "svc", "python"])
+    env, _ = _environment(
+        ["--threshold", "5", "--otlp", "--prometheus", "9100", "--service-name", "svc", "python"]
+    )
     assert env["OTEL_METRICS_EXPORTER"] == "otlp,prometheus"
     assert env["OTEL_EXPORTER_PROMETHEUS_PORT"] == "9100"
     assert env["OTEL_SERVICE_NAME"] == "svc"
@@ -237,12 +246,19 @@ def test_prometheus_flag_and_both() -> None:
 
 def test_opentelemetry_instrument_runs_the_launcher_inside() -> None:
     command = cli._through_opentelemetry_instrument(
-        ["/venv/bin/opentelemetry-instrument", "--traces_exporter", "console",
-         "--service_name=svc", "python", "app.py", "--flag"]
+        [
+            "/venv/bin/opentelemetry-instrument",
+            "--traces_exporter",
+            "console",
+            "--service_name=svc",
+            "python",
+            "app.py",
+            "--flag",
+        ]
     )
     index = command.index("-m")
     assert command[:3] == ["/venv/bin/opentelemetry-instrument", "--traces_exporter", "console"]
     assert command[3] == "--service_name=svc"
     assert command[4] == sys.executable
-    assert command[index + 1:] == ["leakagent", "python", "app.py", "--flag"]
+    assert command[index + 1 :] == ["leakagent", "python", "app.py", "--flag"]
     assert cli._through_opentelemetry_instrument(["python", "app.py"]) == ["python", "app.py"]
