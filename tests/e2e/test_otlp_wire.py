@@ -182,3 +182,45 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
         if s["attributes"].get("code.line.number") == marked_line(app, "kept-sessions")
     ]
     assert kept_spans and all(s["parent_span_id"] == "" for s in kept_spans)
+
+
+MANY_SITES = """
+import requests
+a = requests.Session()  # site-1
+b = requests.Session()  # site-2
+c = [requests.Session() for _ in range(3)]  # site-3
+d = [requests.Session() for _ in range(4)]  # site-4
+e = requests.Session()  # site-5
+"""
+
+
+def test_series_cap_overflow_and_traces_off(tmp_path: Path, grpc_receiver: Any) -> None:
+    """LEAKAGENT_OTEL_MAX_SERIES bounds the call-site series; the rest is one overflow series.
+    OTEL_TRACES_EXPORTER=none: metrics only, no span at all."""
+    app = write_script(tmp_path, MANY_SITES)
+    result = run_python_launched(
+        app,
+        env=clean_env(
+            LEAKAGENT_OTEL_MAX_SERIES="2",
+            LEAKAGENT_TRACK_LOCALS="0",  # only the 10 sessions (gRPC's import makes a local)
+            OTEL_TRACES_EXPORTER="none",
+            OTEL_METRICS_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=grpc_receiver.endpoint,
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    received = grpc_receiver.received
+    assert received.wait_for(lambda: bool(received.metrics))
+    last = max(p["request"] for p in received.metric_points())
+    created = [
+        p
+        for p in received.metric_points()
+        if p["name"] == "leakagent.instances.created" and p["request"] == last
+    ]
+    own = [p for p in created if "code.line.number" in p["attributes"]]
+    overflow = [p for p in created if p["attributes"].get("otel.metric.overflow") is True]
+    assert len(own) == 2
+    assert len(overflow) == 1
+    assert overflow[0]["attributes"] == {"otel.metric.overflow": True}
+    assert sum(p["value"] for p in created) == 10  # nothing lost, nothing counted twice
+    assert received.traces == []

@@ -356,6 +356,8 @@ class Telemetry:
         return self._global_meter_seen
 
     def _tracer(self) -> Optional[Tracer]:
+        if not self.plan.traces:  # OTEL_TRACES_EXPORTER=none: no spans, whoever the provider
+            return None
         if self._global_tracer is not None:
             return self._global_tracer
         provider = otel_trace.get_tracer_provider()
