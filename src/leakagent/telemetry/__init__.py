@@ -348,13 +348,3 @@ def _after_fork_in_child() -> None:
 def get() -> Optional[Telemetry]:
     """The running export layer, once ready (tests)."""
     return _early.ready
-
-
-def wait_ready(timeout: float = 30.0) -> Optional[Telemetry]:
-    """Wait until the export layer is ready (tests and ``leakagent.telemetry.flush``)."""
-    deadline = time.monotonic() + timeout
-    while _early.ready is None and _plan is not None and time.monotonic() < deadline:
-        if guard.is_off(PART):
-            return None
-        time.sleep(0.01)
-    return _early.ready

@@ -598,6 +598,8 @@ class Telemetry:
         dropped: int,
     ) -> None:
         """Spans for what happened before the layer was ready (set-up thread)."""
+        if dropped:
+            log.info(f"{dropped} creations made before export was ready are not spans")
         tracer = self._tracer()
         if tracer is None:
             return
