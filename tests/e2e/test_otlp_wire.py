@@ -71,7 +71,7 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
     env = clean_env(
         OTEL_SERVICE_NAME="wire-test",
         OTEL_RESOURCE_ATTRIBUTES="deployment.environment.name=e2e,team=payments",
-        OTEL_METRIC_EXPORT_INTERVAL="500",
+        OTEL_METRIC_EXPORT_INTERVAL="1500",
         LEAKAGENT_OTEL_SPAN_RATE="5",
         OTEL_EXPORTER_OTLP_HEADERS="x-tenant=acme,authorization=Bearer%20t0ken",
     )

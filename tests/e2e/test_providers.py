@@ -21,6 +21,9 @@ from tests.e2e.otlp import GrpcReceiver, HttpReceiver
 from tests.helpers import clean_env, launcher, run_python_launched, write_script
 
 SPAN_RATE = 5
+# Not smaller: the SDK gives the final export at exit one interval as its timeout, and this
+# machine may be loaded.
+INTERVAL = "1500"
 
 PROGRAM_SET = """
 import os
@@ -42,7 +45,7 @@ tracer_provider.add_span_processor(
 )
 trace.set_tracer_provider(tracer_provider)
 reader = PeriodicExportingMetricReader(
-    OTLPMetricExporter(endpoint=endpoint, insecure=True), export_interval_millis=300
+    OTLPMetricExporter(endpoint=endpoint, insecure=True), export_interval_millis=1500
 )
 metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
 
@@ -114,7 +117,7 @@ def test_program_sets_its_own_providers(tmp_path: Path) -> None:
             env=clean_env(
                 APP_ENDPOINT=receiver.endpoint,
                 OTEL_SERVICE_NAME="leakagent-env",
-                OTEL_METRIC_EXPORT_INTERVAL="300",
+                OTEL_METRIC_EXPORT_INTERVAL=INTERVAL,
                 LEAKAGENT_OTEL_SPAN_RATE=str(SPAN_RATE),
             ),
             options=["--otlp", receiver.endpoint],
@@ -154,7 +157,7 @@ def test_with_opentelemetry_instrument(tmp_path: Path, order: str) -> None:
             OTEL_LOGS_EXPORTER="none",
             OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
             OTEL_SERVICE_NAME="instrumented",
-            OTEL_METRIC_EXPORT_INTERVAL="300",
+            OTEL_METRIC_EXPORT_INTERVAL=INTERVAL,
             LEAKAGENT_OTEL_SPAN_RATE=str(SPAN_RATE),
         )
         python = [sys.executable, str(app)]
@@ -191,13 +194,15 @@ print("parent", os.getpid(), flush=True)
 """
 
 
-def test_forked_child_exports_its_own_data(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_forked_child_exports_its_own_data(tmp_path: Path, protocol: str) -> None:
     app = write_script(tmp_path, FORKING)
-    with HttpReceiver() as receiver:
+    cls: Any = GrpcReceiver if protocol == "grpc" else HttpReceiver
+    with cls() as receiver:
         result = run_python_launched(
             app,
-            env=clean_env(OTEL_METRIC_EXPORT_INTERVAL="300"),
-            options=["--otlp", receiver.endpoint, "--otlp-protocol", "http/protobuf"],
+            env=clean_env(OTEL_METRIC_EXPORT_INTERVAL=INTERVAL),
+            options=["--otlp", receiver.endpoint, "--otlp-protocol", protocol],
         )
         assert result.returncode == 0, result.stderr
         child = int(re.search(r"child (\d+)", result.stdout).group(1))  # type: ignore[union-attr]
