@@ -43,12 +43,19 @@ class Agent:
         )
         self.reporter = Reporter(self.tracker, config, _root_pid())
         self._local_sites = SiteFinder()
+        self.suspect_listeners: list[Callable[[dict[str, Any], str], None]] = []
+        """Called with (site copy, event) after the warning; used by the telemetry layer."""
 
     # -- hooks ----------------------------------------------------------------------------
 
     def _on_suspect(self, site: dict[str, Any], event: str) -> None:
         log.warning(report_mod.warning_line(site, event, self.config.threshold))
         self.reporter.wake()
+        for listener in self.suspect_listeners:
+            try:
+                listener(site, event)
+            except Exception as exc:
+                guard.failed("suspect listener", exc)
 
     def _local_created(self, cls: type, obj: object) -> None:
         if cls is threadlocal.RawLocal:
@@ -110,6 +117,16 @@ class Agent:
         self.reporter.install_exit_hooks()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork_in_child)
+        self._start_telemetry()
+
+    def _start_telemetry(self) -> None:
+        """OpenTelemetry export, only when the OTEL_* variables configure it (issue 3)."""
+        try:
+            from . import telemetry  # light: no OpenTelemetry import unless export is on
+
+            telemetry.start(self)
+        except Exception as exc:
+            guard.failed("telemetry", exc)
 
     def _after_fork_in_child(self) -> None:
         try:

@@ -134,6 +134,30 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help="level of the 'leakagent' stderr logger (LEAKAGENT_LOG_LEVEL, default WARNING)",
     )
+    # -- OpenTelemetry export (issue 3): the flags only set the standard OTEL_* variables.
+    add(
+        "--otlp",
+        metavar="ENDPOINT",
+        nargs="?",
+        const="",
+        help="export metrics and spans over OTLP (OTEL_TRACES_EXPORTER=otlp, "
+        "OTEL_METRICS_EXPORTER=otlp; ENDPOINT sets OTEL_EXPORTER_OTLP_ENDPOINT, default "
+        "http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf)",
+    )
+    add(
+        "--otlp-protocol",
+        choices=("grpc", "http/protobuf"),
+        help="OTLP transport (OTEL_EXPORTER_OTLP_PROTOCOL, default grpc)",
+    )
+    add(
+        "--prometheus",
+        metavar="PORT",
+        nargs="?",
+        const="",
+        help="serve metrics on http://127.0.0.1:PORT/metrics (OTEL_METRICS_EXPORTER=prometheus, "
+        "OTEL_EXPORTER_PROMETHEUS_PORT, default 9464)",
+    )
+    add("--service-name", metavar="NAME", help="service name of the telemetry (OTEL_SERVICE_NAME)")
     add(
         "--disable", action="store_true", help="run COMMAND without the agent (LEAKAGENT_ENABLED=0)"
     )
@@ -170,13 +194,105 @@ def _environment(options: argparse.Namespace, directory: str) -> dict[str, str]:
         env["LEAKAGENT_TRACK_CLIENTS"] = "0"
     if options.disable:
         env["LEAKAGENT_ENABLED"] = "0"
+    _telemetry_environment(options, env)
     return env
+
+
+# -- OpenTelemetry export (issue 3) ---------------------------------------------------------
+
+_ENDPOINT = re.compile(r"^(https?://\S+|[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$")
+OTEL_INSTRUMENT = "opentelemetry-instrument"
+
+
+def _telemetry_environment(options: argparse.Namespace, env: dict[str, str]) -> None:
+    """``--otlp``, ``--prometheus``, ``--service-name``: the standard OTEL_* variables."""
+    metrics = []
+    if options.otlp is not None:
+        env["OTEL_TRACES_EXPORTER"] = "otlp"
+        metrics.append("otlp")
+        if options.otlp:
+            endpoint = options.otlp
+            if "://" not in endpoint:  # host:port means plain text on a local network
+                endpoint = "http://" + endpoint
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    if options.prometheus is not None:
+        metrics.append("prometheus")
+        if options.prometheus:
+            env["OTEL_EXPORTER_PROMETHEUS_PORT"] = options.prometheus
+    if metrics:
+        env["OTEL_METRICS_EXPORTER"] = ",".join(metrics)
+    if options.otlp_protocol:
+        env["OTEL_EXPORTER_OTLP_PROTOCOL"] = options.otlp_protocol
+    if options.service_name:
+        env["OTEL_SERVICE_NAME"] = options.service_name
+
+
+def _optional_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """``--otlp`` and ``--prometheus`` take an optional value: only when it looks like one.
+
+    ``leakagent --otlp python app.py`` must not read ``python`` as the endpoint. Options are
+    scanned up to the command (the first word that is neither an option nor its value).
+    """
+    takes_value = {
+        flag
+        for action in parser._actions
+        if action.option_strings and action.nargs is None and action.const is None
+        and not isinstance(action, (argparse._StoreTrueAction, argparse._VersionAction))
+        for flag in action.option_strings
+    }
+    result = list(argv)
+    index = 0
+    while index < len(result):
+        arg = result[index]
+        if arg in ("--otlp", "--prometheus"):
+            following = result[index + 1] if index + 1 < len(result) else ""
+            if arg == "--prometheus":
+                looks = following.isdigit()
+            else:
+                looks = bool(_ENDPOINT.match(following))
+            if looks:
+                index += 2
+                continue
+            result[index] = arg + "="
+        elif arg in takes_value:
+            index += 1
+        elif arg == "--" or not arg.startswith("-"):
+            break
+        index += 1
+    return result
+
+
+def _through_opentelemetry_instrument(command: list[str]) -> list[str]:
+    """``leakagent opentelemetry-instrument [opts] CMD`` -> ``opentelemetry-instrument [opts]
+    python -m leakagent CMD``.
+
+    opentelemetry-instrument puts its own sitecustomize first on PYTHONPATH and does not chain
+    to the next one, so it would hide the agent's. Run the other way round, leakagent's
+    sitecustomize comes first and chains to OpenTelemetry's: both load, once each. The
+    leakagent options are already in the environment.
+    """
+    if not command or os.path.basename(command[0]) != OTEL_INSTRUMENT:
+        return command
+    index = 1
+    while index < len(command) and command[index].startswith("-"):
+        arg = command[index]
+        index += 1 if ("=" in arg or arg in ("-h", "--help", "--version")) else 2
+    if index >= len(command):
+        return command
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    python_path = [
+        os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+    ]
+    # -E: the inner launcher must not run OpenTelemetry's sitecustomize (start-up cost);
+    # only when leakagent is importable without PYTHONPATH.
+    flags = [] if package_parent in python_path else ["-E"]
+    return [*command[:index], sys.executable, *flags, "-m", "leakagent", *command[index:]]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``leakagent`` command."""
     parser = _parser()
-    options = parser.parse_args(argv)
+    options = parser.parse_args(_optional_values(parser, sys.argv[1:] if argv is None else argv))
     try:
         directory = sitecustomize_dir()
     except FileNotFoundError as exc:
@@ -196,6 +312,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if executable is None:
         sys.stderr.write(f"leakagent: command not found: {command[0]}\n")
         return EXIT_NOT_FOUND
+    command = _through_opentelemetry_instrument(command)
     blocked = python_flags_blocking_agent(command)
     if blocked:
         sys.stderr.write(

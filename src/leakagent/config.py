@@ -65,6 +65,33 @@ SETTINGS: tuple[Setting, ...] = (
         "Most live instances watched through weak references; beyond it 'live' is a lower bound.",
     ),
     Setting("LEAKAGENT_LOG_LEVEL", "WARNING", "Level of the 'leakagent' logger (stderr)."),
+    # -- OpenTelemetry export (issue 3). Export itself is switched on by the standard
+    # OTEL_* variables (OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_*):
+    # see docs/opentelemetry.md. These only tune it.
+    Setting(
+        "LEAKAGENT_OTEL_MAX_SERIES",
+        "500",
+        "Most call sites exported with their own attributes per metric; further sites are "
+        "summed into one series marked otel.metric.overflow=true.",
+    ),
+    Setting(
+        "LEAKAGENT_OTEL_SPAN_RATE",
+        "10",
+        "Most creation spans per call site per minute (0: no creation spans; suspects are "
+        "always a span).",
+    ),
+    Setting(
+        "LEAKAGENT_OTEL_EXIT_TIMEOUT",
+        "2",
+        "Seconds the final telemetry flush may add at exit or SIGTERM, whatever the "
+        "collector does.",
+    ),
+    Setting(
+        "LEAKAGENT_CGROUP_ROOT",
+        "/sys/fs/cgroup",
+        "Where the cgroup file system is mounted, to find the container memory limit "
+        "(leakagent.memory.limit).",
+    ),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -88,6 +115,10 @@ class Config:
         max_live_refs: int = 200_000,
         log_level: str = "WARNING",
         problems: tuple[str, ...] = (),
+        otel_max_series: int = 500,
+        otel_span_rate: int = 10,
+        otel_exit_timeout: float = 2.0,
+        cgroup_root: str = "/sys/fs/cgroup",
     ) -> None:
         self.enabled = enabled
         self.threshold = threshold
@@ -100,6 +131,10 @@ class Config:
         self.max_live_refs = max_live_refs
         self.log_level = log_level
         self.problems = problems
+        self.otel_max_series = otel_max_series
+        self.otel_span_rate = otel_span_rate
+        self.otel_exit_timeout = otel_exit_timeout
+        self.cgroup_root = cgroup_root
 
 
 class _Reader:
@@ -165,6 +200,10 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         max_sites=int(reader.number("LEAKAGENT_MAX_SITES", int, 1)),
         max_live_refs=int(reader.number("LEAKAGENT_MAX_LIVE_REFS", int, 0)),
         log_level=level,
+        otel_max_series=int(reader.number("LEAKAGENT_OTEL_MAX_SERIES", int, 1)),
+        otel_span_rate=int(reader.number("LEAKAGENT_OTEL_SPAN_RATE", int, 0)),
+        otel_exit_timeout=reader.number("LEAKAGENT_OTEL_EXIT_TIMEOUT", float, 0.0),
+        cgroup_root=reader.raw("LEAKAGENT_CGROUP_ROOT"),
         problems=tuple(reader.problems),
     )
 

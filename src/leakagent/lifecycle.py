@@ -21,7 +21,7 @@ from . import report as report_mod
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
 
     from .config import Config
     from .tracker import Tracker
@@ -54,6 +54,8 @@ class Reporter:
         self._done = False
         self._written_generation = -1
         self._thread_started = False
+        self.finish_hooks: list[Callable[[], None]] = []
+        """Run at the end of :meth:`finish` (atexit, SIGTERM), each contained (telemetry flush)."""
 
     # -- periodic -------------------------------------------------------------------------
 
@@ -137,6 +139,18 @@ class Reporter:
                 guard.failed(PART, exc)
             except Exception:
                 pass
+        finally:
+            self._run_finish_hooks()
+
+    def _run_finish_hooks(self) -> None:
+        for hook in self.finish_hooks:
+            try:
+                hook()
+            except Exception as exc:
+                try:
+                    guard.failed("exit hook", exc)
+                except Exception:
+                    pass
 
     def install_exit_hooks(self) -> None:
         """atexit, and SIGTERM when the program has not claimed it (the default kills us)."""

@@ -1,0 +1,350 @@
+"""OpenTelemetry export: metrics and spans, switched on by the standard ``OTEL_*`` variables.
+
+This module is imported at start-up by the bootstrap, so it imports no OpenTelemetry and
+nothing heavy: it reads the configuration (:func:`plan_from_env`) and, only when export is
+configured, starts a background thread that imports the SDK and the exporters
+(:mod:`leakagent.telemetry._otel`) off the program's main thread. Creations seen before that
+thread is ready are kept in a small bounded buffer and become spans once it is.
+
+With no configuration nothing is imported and nothing goes over the network.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+import time
+
+from leakagent import guard, importhook, log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Optional
+
+    from leakagent.bootstrap import Agent
+    from leakagent.telemetry._otel import Telemetry
+
+PART = "telemetry"
+TRACES_EXPORTERS = ("otlp", "console", "none")
+METRICS_EXPORTERS = ("otlp", "console", "prometheus", "none")
+PROTOCOLS = ("grpc", "http/protobuf")
+DEFAULT_PROTOCOL = "grpc"  # what opentelemetry-instrument uses, so both tools agree
+PROMETHEUS_HOST = "127.0.0.1"  # loopback unless OTEL_EXPORTER_PROMETHEUS_HOST says otherwise
+PROMETHEUS_PORT = 9464
+EARLY_BUFFER = 256
+"""Most creations remembered before the export layer is ready (then they are dropped)."""
+
+
+class Plan:
+    """What to export, read from the standard OpenTelemetry variables."""
+
+    __slots__ = (
+        "metrics",
+        "metrics_protocol",
+        "problems",
+        "prometheus_host",
+        "prometheus_port",
+        "traces",
+        "traces_protocol",
+    )
+
+    def __init__(self) -> None:
+        self.traces: tuple[str, ...] = ()
+        self.metrics: tuple[str, ...] = ()
+        self.traces_protocol = DEFAULT_PROTOCOL
+        self.metrics_protocol = DEFAULT_PROTOCOL
+        self.prometheus_host = PROMETHEUS_HOST
+        self.prometheus_port = PROMETHEUS_PORT
+        self.problems: list[str] = []
+
+    @property
+    def enabled(self) -> bool:
+        """True when any signal is exported."""
+        return bool(self.traces or self.metrics)
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan(traces={self.traces}, metrics={self.metrics}, "
+            f"protocols={self.traces_protocol}/{self.metrics_protocol})"
+        )
+
+
+def _exporters(
+    env: Mapping[str, str], signal: str, allowed: tuple[str, ...], plan: Plan
+) -> tuple[str, ...]:
+    name = f"OTEL_{signal}_EXPORTER"
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or env.get(
+            f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", ""
+        ).strip()
+        return ("otlp",) if endpoint else ()
+    chosen: list[str] = []
+    for value in (v.strip() for v in raw.split(",")):
+        if not value:
+            continue
+        if value not in allowed:
+            plan.problems.append(
+                f"{name}={value!r} is not one of {', '.join(allowed)}; leakagent ignores it"
+            )
+        elif value != "none" and value not in chosen:
+            chosen.append(value)
+    if "none" in raw.split(","):
+        return ()
+    return tuple(chosen)
+
+
+def _protocol(env: Mapping[str, str], signal: str, plan: Plan) -> str:
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(name, "").strip().lower()
+        if not value:
+            continue
+        if value in PROTOCOLS:
+            return value
+        problem = (
+            f"{name}={value!r} is not one of {', '.join(PROTOCOLS)}; using {DEFAULT_PROTOCOL}"
+        )
+        if problem not in plan.problems:  # the shared variable serves both signals
+            plan.problems.append(problem)
+        return DEFAULT_PROTOCOL
+    return DEFAULT_PROTOCOL
+
+
+def plan_from_env(environ: Optional[Mapping[str, str]] = None) -> Plan:
+    """Read the export plan; malformed values become one problem each (logged once)."""
+    env = os.environ if environ is None else environ
+    plan = Plan()
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return plan
+    plan.traces = _exporters(env, "TRACES", TRACES_EXPORTERS, plan)
+    plan.metrics = _exporters(env, "METRICS", METRICS_EXPORTERS, plan)
+    plan.traces_protocol = _protocol(env, "TRACES", plan)
+    plan.metrics_protocol = _protocol(env, "METRICS", plan)
+    host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip()
+    if host:
+        plan.prometheus_host = host
+    port = env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "").strip()
+    if port:
+        if port.isdigit() and 0 <= int(port) <= 65535:
+            plan.prometheus_port = int(port)
+        else:
+            plan.problems.append(
+                f"OTEL_EXPORTER_PROMETHEUS_PORT={port!r} is not a port number; "
+                f"using {PROMETHEUS_PORT}"
+            )
+    return plan
+
+
+class Early:
+    """Creations and suspects seen before the export layer is ready; bounded."""
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.creations: list[tuple[Any, ...]] = []
+        self.suspects: list[tuple[dict[str, Any], str, Any, int]] = []
+        self.dropped = 0
+        self.ready: Optional[Telemetry] = None
+        self.setting_up = _thread.allocate_lock()  # held while the set-up thread works
+
+
+_early = Early()
+_plan: Optional[Plan] = None
+_agent: Optional[Agent] = None
+
+
+def _current_context() -> Any:
+    """The program's current OpenTelemetry context, if the program imported the API."""
+    context = sys.modules.get("opentelemetry.context")
+    if context is None:
+        return None
+    return context.get_current()
+
+
+def _on_creation(kind: str, site: tuple[str, int, str], start_ns: int, end_ns: int) -> None:
+    """``patcher.listeners`` entry: runs on the creating thread after each counted creation."""
+    if guard.is_off(PART):
+        return
+    try:
+        ready = _early.ready
+        if ready is not None:
+            ready.on_creation(kind, site, start_ns, end_ns)
+            return
+        wall_end = time.time_ns()
+        start = wall_end - (end_ns - start_ns)
+        ident = _thread.get_ident()
+        item = (kind, site, start, wall_end, ident, _thread_name(), _current_context())
+        with _early.lock:
+            ready = _early.ready
+            if ready is None:
+                if len(_early.creations) < EARLY_BUFFER:
+                    _early.creations.append(item)
+                else:
+                    _early.dropped += 1
+                return
+        ready.on_creation(kind, site, start_ns, end_ns)
+    except Exception as exc:
+        guard.failed(PART, exc)
+
+
+def _on_suspect(site: dict[str, Any], event: str) -> None:
+    """Suspect listener of the agent: a suspect becomes a span (searchable)."""
+    if guard.is_off(PART):
+        return
+    try:
+        ready = _early.ready
+        if ready is None:
+            with _early.lock:
+                ready = _early.ready
+                if ready is None:
+                    if len(_early.suspects) < EARLY_BUFFER:
+                        _early.suspects.append((site, event, _current_context(), time.time_ns()))
+                    return
+        ready.on_suspect(site, event)
+    except Exception as exc:
+        guard.failed(PART, exc)
+
+
+def _thread_name() -> str:
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return "MainThread"
+    return str(threading.current_thread().name)
+
+
+def _listen_to_patcher(module: Any) -> None:
+    if _on_creation not in module.listeners:
+        module.listeners.append(_on_creation)
+
+
+def start(agent: Agent) -> Optional[Plan]:
+    """Start export when the ``OTEL_*`` variables ask for it; returns the plan (or None)."""
+    global _plan, _agent
+    plan = plan_from_env()
+    for problem in plan.problems:
+        log.warning(problem)
+    if not plan.enabled:
+        return None
+    _plan, _agent = plan, agent
+    agent.suspect_listeners.append(_on_suspect)
+    # patcher imports wrapt: listen once it is imported (when a client library is), not now.
+    importhook.when_imported("leakagent.patcher", _listen_to_patcher)
+    agent.reporter.finish_hooks.append(_finish)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    _wait_at_exit()
+    _early.setting_up.acquire()
+    _thread.start_new_thread(_set_up, (agent, plan))
+    return plan
+
+
+def _wait_at_exit() -> None:
+    """A short program may reach its end while the set-up thread works: wait for it (within
+    the exit bound) before the interpreter stops thread pools, which grpc needs. A threading
+    atexit callback runs before concurrent.futures' own when registered after it (they run in
+    reverse order); ~6 ms on the main thread, only when export is on."""
+    import concurrent.futures.thread  # noqa: F401
+    import threading
+
+    threading._register_atexit(_wait_for_set_up)  # type: ignore[attr-defined]
+    if hasattr(os, "register_at_fork"):
+        # Likewise after concurrent.futures' fork handler, which takes a lock the set-up
+        # thread may need: ours must run first.
+        os.register_at_fork(before=_before_fork)
+
+
+def _set_up(agent: Agent, plan: Plan) -> None:
+    """Background thread: import the SDK, build providers and exporters, flush the buffer."""
+    try:
+        guard.fault_point(PART)
+        from leakagent.telemetry._otel import Telemetry
+
+        telemetry = Telemetry(agent, plan)
+        telemetry.start()
+        with _early.lock:
+            creations, _early.creations = _early.creations, []
+            suspects, _early.suspects = _early.suspects, []
+            dropped, _early.dropped = _early.dropped, 0
+            _early.ready = telemetry
+        telemetry.replay(creations, suspects, dropped)
+    except Exception as exc:
+        if sys.is_finalizing() or _exit_deadline is not None:
+            # The program ended before export was ready: nothing to report, not a bug.
+            log.info(f"telemetry not started: the program ended first ({exc!r})")
+            return
+        try:
+            guard.failed(PART, exc)
+        except Exception:  # strict mode re-raises; logged already, nothing above to catch it
+            pass
+    finally:
+        _early.setting_up.release()
+
+
+_exit_deadline: Optional[float] = None
+
+
+def _time_left() -> float:
+    """Seconds left of the exit bound, which starts when the program starts to exit."""
+    global _exit_deadline
+    if _exit_deadline is None:
+        _exit_deadline = time.monotonic() + _exit_timeout()
+    return max(0.0, _exit_deadline - time.monotonic())
+
+
+def _wait_for_set_up() -> None:
+    if _early.ready is None and _early.setting_up.acquire(timeout=_time_left()):
+        _early.setting_up.release()
+
+
+def _finish() -> None:
+    """Reporter finish hook (atexit, SIGTERM): flush, all within the exit bound.
+
+    A short program may end before the set-up thread is ready: wait for it, within the bound.
+    """
+    _wait_for_set_up()
+    ready = _early.ready
+    if ready is not None:
+        ready.finish(_time_left())
+
+
+def _exit_timeout() -> float:
+    from leakagent import bootstrap
+
+    agent = bootstrap.get_agent()
+    return agent.config.otel_exit_timeout if agent is not None else 2.0
+
+
+FORK_WAIT = 5.0
+"""Most seconds a fork waits for the set-up thread to finish its imports."""
+
+
+def _before_fork() -> None:
+    """Let the set-up finish before a fork: a child must not inherit half-imported modules
+    (their import locks belong to a thread that does not exist in the child)."""
+    if _early.ready is None and _early.setting_up.acquire(timeout=FORK_WAIT):
+        _early.setting_up.release()
+
+
+def _after_fork_in_child() -> None:
+    global _exit_deadline
+    _exit_deadline = None
+    try:
+        ready = _early.ready
+        if ready is not None:
+            ready.after_fork_in_child()
+        else:  # forked before the set-up finished: the child sets itself up
+            _early.lock = _thread.allocate_lock()
+            _early.setting_up = _thread.allocate_lock()  # the set-up thread is not in the child
+            _early.creations.clear()
+            _early.suspects.clear()
+            if _agent is not None and _plan is not None:
+                _early.setting_up.acquire()
+                _thread.start_new_thread(_set_up, (_agent, _plan))
+    except Exception as exc:
+        guard.failed(PART, exc)
+
+
+def get() -> Optional[Telemetry]:
+    """The running export layer, once ready (tests)."""
+    return _early.ready

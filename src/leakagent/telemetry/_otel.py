@@ -1,0 +1,668 @@
+"""The OpenTelemetry side: providers, exporters, observable instruments and spans.
+
+Imported only by the background set-up thread of :mod:`leakagent.telemetry`, and only when
+export is configured.
+
+Providers. leakagent never installs a global provider (a program that sets its own later
+would be refused). It keeps private providers for the configured exporters and, at every
+use, prefers a real (SDK) global provider when the program or ``opentelemetry-instrument``
+has installed one:
+
+* spans go to the global SDK tracer provider when there is one, else to the private one;
+* the instruments are registered twice, on the global meter (through the API's proxy, so
+  they come alive when a global provider is set, even later) and on the private meter; each
+  callback reports only when its side is the active one, so a collection never yields the
+  same series from both providers.
+
+Nothing here runs on the program's hot path: metrics are observable instruments that read
+the tracker at collection time; spans are made on the creating thread, rate-limited per call
+site, for the few creations that pass the limit.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging
+import os
+import sys
+import threading
+import time
+from contextvars import ContextVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace as otel_trace
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    MetricExporter,
+    MetricExportResult,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from leakagent import __version__, guard, log
+from leakagent.telemetry import PART, Plan
+from leakagent.telemetry.limits import (
+    FILE,
+    FUNCTION,
+    KIND,
+    LINE,
+    OVERFLOW,
+    SeriesMap,
+    SpanLimiter,
+)
+from leakagent.telemetry.memory import cgroup_memory_limit, rss_bytes
+from leakagent.tracker import LOCAL_KIND
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any, Callable, Optional
+
+    from opentelemetry.metrics import Meter
+    from opentelemetry.trace import Tracer
+
+    from leakagent.bootstrap import Agent
+
+SCOPE = "leakagent"
+
+# Metric names (documented in docs/opentelemetry.md).
+CREATED = "leakagent.instances.created"
+LIVE = "leakagent.instances.live"
+MAX_PER_THREAD = "leakagent.instances.max_per_thread"
+LOCALS_CREATED = "leakagent.thread_local.created"
+SUSPECTS = "leakagent.suspects"
+CALL_SITES = "leakagent.call_sites"
+MEMORY_USAGE = "process.memory.usage"
+MEMORY_LIMIT = "leakagent.memory.limit"
+
+# Attribute keys.
+BASE = "leakagent.base"
+VERDICT = "leakagent.verdict"
+SUSPECT = "leakagent.suspect"
+THREAD_ID = "thread.id"
+THREAD_NAME = "thread.name"
+
+_quiet: ContextVar[bool] = ContextVar("leakagent_quiet_export", default=False)
+_said_export_error = False
+
+
+class _QuietFilter(logging.Filter):
+    """Drops the SDK's log records emitted while leakagent's own exporters run.
+
+    A collector that is down must not change the program's output: the first failure is said
+    once on the 'leakagent' logger at INFO level instead.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _quiet.get():
+            return True
+        _said_once(record.getMessage())
+        return False
+
+
+_FILTER = _QuietFilter()
+
+
+def _said_once(message: str) -> None:
+    global _said_export_error
+    if not _said_export_error:
+        _said_export_error = True
+        log.info(f"telemetry export failed ({message}); retrying in the background")
+
+
+def _install_quiet_filter() -> None:
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if (
+            name.startswith("opentelemetry")
+            and isinstance(logger, logging.Logger)
+            and _FILTER not in logger.filters
+        ):
+            logger.addFilter(_FILTER)
+
+
+class QuietSpanExporter(SpanExporter):
+    """Delegates to an exporter; its failures are contained and its log records silenced."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        token = _quiet.set(True)
+        try:
+            return self.inner.export(spans)
+        except Exception as exc:
+            _said_once(repr(exc))
+            return SpanExportResult.FAILURE
+        finally:
+            _quiet.reset(token)
+
+    def shutdown(self) -> None:
+        token = _quiet.set(True)
+        try:
+            self.inner.shutdown()
+        except Exception as exc:
+            _said_once(repr(exc))
+        finally:
+            _quiet.reset(token)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        token = _quiet.set(True)
+        try:
+            return self.inner.force_flush(timeout_millis)
+        except Exception as exc:
+            _said_once(repr(exc))
+            return False
+        finally:
+            _quiet.reset(token)
+
+
+class QuietMetricExporter(MetricExporter):
+    """Delegates to a metric exporter; failures contained, log records silenced."""
+
+    def __init__(self, inner: MetricExporter) -> None:
+        super().__init__(
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.inner = inner
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        token = _quiet.set(True)
+        try:
+            return self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception as exc:
+            _said_once(repr(exc))
+            return MetricExportResult.FAILURE
+        finally:
+            _quiet.reset(token)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        token = _quiet.set(True)
+        try:
+            return self.inner.force_flush(timeout_millis=timeout_millis)
+        except Exception as exc:
+            _said_once(repr(exc))
+            return False
+        finally:
+            _quiet.reset(token)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        token = _quiet.set(True)
+        try:
+            self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+        except Exception as exc:
+            _said_once(repr(exc))
+        finally:
+            _quiet.reset(token)
+
+
+def _suppress_own_counting(plan: Plan) -> None:
+    """Clients built by the exporters (the HTTP exporter's requests.Session) are not counted:
+    the constructor hooks see this thread as inside a construction already."""
+    if "http/protobuf" not in (plan.traces_protocol, plan.metrics_protocol):
+        return
+    from leakagent import patcher  # a full import, even while another thread is importing it
+
+    patcher._depth.set(1)
+
+
+def build_resource() -> Resource:
+    """Service name and attributes from the standard variables, plus the process."""
+    import platform
+
+    attributes: dict[str, Any] = {
+        "process.pid": os.getpid(),
+        "process.executable.path": sys.executable or "",
+        "process.executable.name": os.path.basename(sys.executable or ""),
+        "process.runtime.name": sys.implementation.name,
+        "process.runtime.version": platform.python_version(),
+        "process.runtime.description": sys.version,
+        "telemetry.distro.name": "leakagent",
+        "telemetry.distro.version": __version__,
+    }
+    try:
+        attributes["process.parent_pid"] = os.getppid()
+    except OSError:
+        pass
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over these.
+    return Resource.create(attributes)
+
+
+def _span_exporter(name: str, protocol: str) -> SpanExporter:
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter(out=sys.stderr)  # never the program's stdout
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+
+        return GrpcSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    return HttpSpanExporter()
+
+
+def _metric_exporter(name: str, protocol: str) -> MetricExporter:
+    if name == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        return ConsoleMetricExporter(out=sys.stderr)
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            OTLPMetricExporter as GrpcMetricExporter,
+        )
+
+        return GrpcMetricExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+
+    return HttpMetricExporter()
+
+
+def _prometheus_reader(plan: Plan) -> Optional[MetricReader]:
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+    except ImportError as exc:
+        sys.stderr.write(
+            "leakagent: OTEL_METRICS_EXPORTER=prometheus needs the Prometheus exporter: "
+            f"pip install 'leakagent[prometheus]' ({exc})\n"
+        )
+        return None
+    reader = PrometheusMetricReader()
+    start_http_server(port=plan.prometheus_port, addr=plan.prometheus_host)
+    log.info(f"serving /metrics on {plan.prometheus_host}:{plan.prometheus_port}")
+    return reader
+
+
+class Telemetry:
+    """The export layer of one process."""
+
+    def __init__(self, agent: Agent, plan: Plan) -> None:
+        self.agent = agent
+        self.plan = plan
+        self.config = agent.config
+        self.tracker = agent.tracker
+        self.series = SeriesMap(self.config.otel_max_series)
+        self.suspect_series = SeriesMap(self.config.otel_max_series)
+        self.limiter = SpanLimiter(self.config.otel_span_rate)
+        self.tracer_provider: Optional[TracerProvider] = None
+        self.meter_provider: Optional[MeterProvider] = None
+        self._private_tracer: Optional[Tracer] = None
+        self._global_tracer: Optional[Tracer] = None
+        self._global_meter_seen = False
+        self._snapshot: tuple[float, list[dict[str, Any]]] = (0.0, [])
+        self._snapshot_lock = threading.Lock()
+        self._memory_limit = cgroup_memory_limit(self.config.cgroup_root)
+        self._time_offset_ns = time.time_ns() - time.perf_counter_ns()
+        self._finished = False
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build the private providers and register the instruments (set-up thread)."""
+        _suppress_own_counting(self.plan)
+        resource = build_resource()
+        if self.plan.traces:
+            provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            for name in self.plan.traces:
+                spans = QuietSpanExporter(_span_exporter(name, self.plan.traces_protocol))
+                provider.add_span_processor(BatchSpanProcessor(spans))
+            self.tracer_provider = provider
+            self._private_tracer = provider.get_tracer(SCOPE, __version__)
+        if self.plan.metrics:
+            readers: list[MetricReader] = []
+            for name in self.plan.metrics:
+                if name == "prometheus":
+                    reader = _prometheus_reader(self.plan)
+                    if reader is not None:
+                        readers.append(reader)
+                else:
+                    exporter = QuietMetricExporter(
+                        _metric_exporter(name, self.plan.metrics_protocol)
+                    )
+                    readers.append(PeriodicExportingMetricReader(exporter))
+            self.meter_provider = MeterProvider(
+                metric_readers=readers, resource=resource, shutdown_on_exit=False
+            )
+            private = self.meter_provider.get_meter(SCOPE, __version__)
+            self._register(private, lambda: not self._global_meter_active())
+            # Through the API's proxy: comes alive when (or if) a global provider is set.
+            shared = otel_metrics.get_meter_provider().get_meter(SCOPE, __version__)
+            self._register(shared, self._global_meter_active)
+        _install_quiet_filter()
+
+    def _global_meter_active(self) -> bool:
+        if not self._global_meter_seen:
+            from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+
+            provider = otel_metrics.get_meter_provider()
+            self._global_meter_seen = isinstance(provider, SdkMeterProvider) and (
+                provider is not self.meter_provider
+            )
+        return self._global_meter_seen
+
+    def _tracer(self) -> Optional[Tracer]:
+        if not self.plan.traces:  # OTEL_TRACES_EXPORTER=none: no spans, whoever the provider
+            return None
+        if self._global_tracer is not None:
+            return self._global_tracer
+        provider = otel_trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider) and provider is not self.tracer_provider:
+            self._global_tracer = provider.get_tracer(SCOPE, __version__)
+            return self._global_tracer
+        return self._private_tracer
+
+    # -- metrics --------------------------------------------------------------------------
+
+    def _register(self, meter: Meter, active: Callable[[], bool]) -> None:
+        def gated(
+            read: Callable[[], Iterable[Observation]],
+        ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+            def callback(options: CallbackOptions) -> Iterable[Observation]:
+                if guard.is_off(PART) or not active():
+                    return []
+                try:
+                    return list(read())
+                except Exception as exc:
+                    guard.failed(PART, exc)
+                    return []
+
+            return callback
+
+        meter.create_observable_counter(
+            CREATED,
+            [gated(self._observe_created)],
+            unit="{instance}",
+            description="Instances created, per kind and call site (threading.local included).",
+        )
+        meter.create_observable_up_down_counter(
+            LIVE,
+            [gated(self._observe_live)],
+            unit="{instance}",
+            description="Instances created and not yet freed, per kind and call site.",
+        )
+        meter.create_observable_gauge(
+            MAX_PER_THREAD,
+            [gated(self._observe_max_per_thread)],
+            unit="{instance}",
+            description="Most instances created by one thread at the call site "
+            "(a site is a suspect above LEAKAGENT_THRESHOLD).",
+        )
+        meter.create_observable_counter(
+            LOCALS_CREATED,
+            [gated(self._observe_locals)],
+            unit="{instance}",
+            description="threading.local objects (and subclasses) created, per call site.",
+        )
+        meter.create_observable_up_down_counter(
+            SUSPECTS,
+            [gated(self._observe_suspects)],
+            unit="{call_site}",
+            description="Call sites currently suspected of creating a client on every call, "
+            "per kind, call site and verdict (churn or retention).",
+        )
+        meter.create_observable_up_down_counter(
+            CALL_SITES,
+            [gated(self._observe_call_sites)],
+            unit="{call_site}",
+            description="Call sites tracked, per kind.",
+        )
+        meter.create_observable_up_down_counter(
+            MEMORY_USAGE,
+            [gated(self._observe_memory)],
+            unit="By",
+            description="The amount of physical memory in use (resident set size).",
+        )
+        if self._memory_limit is not None:
+            meter.create_observable_up_down_counter(
+                MEMORY_LIMIT,
+                [gated(self._observe_memory_limit)],
+                unit="By",
+                description="Memory limit of the container (cgroup memory.max or "
+                "memory.limit_in_bytes), when there is one.",
+            )
+
+    def sites(self) -> list[dict[str, Any]]:
+        """The tracker's snapshot, shared by the callbacks of one collection."""
+        with self._snapshot_lock:
+            taken, sites = self._snapshot
+            now = time.monotonic()
+            if now - taken > 0.2:
+                sites = self.tracker.snapshot()
+                self._snapshot = (now, sites)
+            return sites
+
+    def _per_site(
+        self, value: Callable[[dict[str, Any]], int], which: Callable[[dict[str, Any]], bool]
+    ) -> Iterable[Observation]:
+        overflow: Optional[int] = None
+        for site in self.sites():
+            if not which(site):
+                continue
+            attrs = self.series.attributes(site)
+            if attrs is None:
+                overflow = (overflow or 0) + value(site)
+            else:
+                yield Observation(value(site), attrs)
+        if overflow is not None:
+            yield Observation(overflow, {OVERFLOW: True})
+
+    def _observe_created(self) -> Iterable[Observation]:
+        return self._per_site(lambda s: s["created"], lambda s: True)
+
+    def _observe_live(self) -> Iterable[Observation]:
+        return self._per_site(lambda s: s["live"], lambda s: True)
+
+    def _observe_max_per_thread(self) -> Iterable[Observation]:
+        sites = [s for s in self.sites() if self.series.attributes(s) is not None]
+        return [Observation(s["max_per_thread"], self.series.attributes(s)) for s in sites]
+
+    def _observe_locals(self) -> Iterable[Observation]:
+        return self._per_site(
+            lambda s: s["created"], lambda s: LOCAL_KIND in (s["kind"], s["base"])
+        )
+
+    def _observe_suspects(self) -> Iterable[Observation]:
+        overflow = 0
+        for site in self.sites():
+            if not site["suspect"]:
+                continue
+            attrs = self.suspect_series.attributes(site)
+            if attrs is None:
+                overflow += 1
+            else:
+                yield Observation(1, {**attrs, VERDICT: site["verdict"] or "churn"})
+        if overflow:
+            yield Observation(overflow, {OVERFLOW: True})
+
+    def _observe_call_sites(self) -> Iterable[Observation]:
+        kinds: dict[str, int] = {}
+        for site in self.sites():
+            kinds[site["kind"]] = kinds.get(site["kind"], 0) + 1
+        return [Observation(count, {KIND: kind}) for kind, count in kinds.items()]
+
+    def _observe_memory(self) -> Iterable[Observation]:
+        rss = rss_bytes()
+        return [] if rss is None else [Observation(rss)]
+
+    def _observe_memory_limit(self) -> Iterable[Observation]:
+        return [] if self._memory_limit is None else [Observation(self._memory_limit[0])]
+
+    # -- spans ----------------------------------------------------------------------------
+
+    def on_creation(
+        self, kind: str, site: tuple[str, int, str], start_ns: int, end_ns: int
+    ) -> None:
+        """A counted creation on the current thread: maybe a span (rate-limited per site)."""
+        held = self.limiter.allow((kind, *site), time.monotonic())
+        if held is None:
+            return
+        tracer = self._tracer()
+        if tracer is None:
+            return
+        offset = self._time_offset_ns
+        self._creation_span(
+            tracer,
+            kind,
+            site,
+            start_ns + offset,
+            end_ns + offset,
+            threading.get_ident(),
+            threading.current_thread().name,
+            None,
+            held,
+        )
+
+    def _creation_span(
+        self,
+        tracer: Tracer,
+        kind: str,
+        site: tuple[str, int, str],
+        start: int,
+        end: int,
+        ident: int,
+        thread_name: str,
+        parent: Any,
+        held: int,
+    ) -> None:
+        attributes: dict[str, Any] = {
+            KIND: kind,
+            FILE: site[0],
+            LINE: site[1],
+            FUNCTION: site[2],
+            THREAD_ID: ident,
+            THREAD_NAME: thread_name,
+        }
+        if held:
+            attributes["leakagent.spans.held_back"] = held
+        span = tracer.start_span(kind, context=parent, attributes=attributes, start_time=start)
+        span.end(end_time=end)
+
+    def on_suspect(
+        self, site: dict[str, Any], event: str, parent: Any = None, when: Optional[int] = None
+    ) -> None:
+        """A call site became a suspect (or turned to retention): one span that says so."""
+        tracer = self._tracer()
+        if tracer is None:
+            return
+        attributes: dict[str, Any] = {
+            SUSPECT: True,
+            "leakagent.event": event,
+            KIND: site["kind"],
+            VERDICT: site["verdict"] or "churn",
+            FILE: site["file"],
+            LINE: site["line"],
+            FUNCTION: site["function"],
+            "leakagent.created": site["created"],
+            "leakagent.live": site["live"],
+            "leakagent.threads": site["threads"],
+            "leakagent.max_per_thread": site["max_per_thread"],
+            "leakagent.threshold": self.config.threshold,
+            THREAD_ID: threading.get_ident(),
+            THREAD_NAME: threading.current_thread().name,
+        }
+        if site.get("base"):
+            attributes[BASE] = site["base"]
+        when = when or time.time_ns()
+        span = tracer.start_span(
+            f"leakagent suspect {site['kind']}",
+            context=parent,
+            attributes=attributes,
+            start_time=when,
+        )
+        span.add_event(
+            "leakagent.suspect",
+            {"leakagent.verdict": attributes[VERDICT], "leakagent.event": event},
+            timestamp=when,
+        )
+        span.end(end_time=when)
+
+    def replay(
+        self,
+        creations: list[tuple[Any, ...]],
+        suspects: list[tuple[dict[str, Any], str, Any, int]],
+        dropped: int,
+    ) -> None:
+        """Spans for what happened before the layer was ready (set-up thread)."""
+        if dropped:
+            log.info(f"{dropped} creations made before export was ready are not spans")
+        tracer = self._tracer()
+        if tracer is None:
+            return
+        empty = otel_context.Context()
+        for kind, site, start, end, ident, thread_name, parent in creations:
+            held = self.limiter.allow((kind, *site), time.monotonic())
+            if held is not None:
+                context = parent if parent is not None else empty
+                self._creation_span(
+                    tracer, kind, site, start, end, ident, thread_name, context, held
+                )
+        for site, event, parent, when in suspects:
+            self.on_suspect(site, event, parent if parent is not None else empty, when)
+
+    # -- the end --------------------------------------------------------------------------
+
+    def finish(self, timeout: float) -> None:
+        """Flush (global providers) or shut down (private ones), never longer than ``timeout``."""
+        if self._finished:
+            return
+        self._finished = True
+        done = _thread.allocate_lock()
+        done.acquire()
+
+        def work() -> None:
+            token = _quiet.set(True)
+            try:
+                deadline = time.monotonic() + timeout
+                millis = max(1, int(timeout * 1000))
+                if self._global_tracer is not None:
+                    flush = getattr(otel_trace.get_tracer_provider(), "force_flush", None)
+                    if flush is not None:
+                        flush(millis)
+                if self._global_meter_seen:
+                    flush = getattr(otel_metrics.get_meter_provider(), "force_flush", None)
+                    if flush is not None:
+                        flush(max(1, int((deadline - time.monotonic()) * 1000)))
+                if self.tracer_provider is not None:
+                    self.tracer_provider.shutdown()
+                if self.meter_provider is not None:
+                    left = max(1, int((deadline - time.monotonic()) * 1000))
+                    self.meter_provider.shutdown(timeout_millis=left)
+            except Exception as exc:
+                _said_once(repr(exc))
+            finally:
+                _quiet.reset(token)
+                done.release()
+
+        # A raw daemon thread: if the collector is slow the process still exits on time.
+        _thread.start_new_thread(work, ())
+        if not done.acquire(timeout=timeout):
+            log.info(f"telemetry flush did not finish within {timeout:g} s; exiting anyway")
+
+    def after_fork_in_child(self) -> None:
+        """The child exports its own data: fresh limiter and snapshot, its own pid."""
+        self.limiter.reset()
+        self._snapshot_lock = threading.Lock()
+        self._snapshot = (0.0, [])
+        self._finished = False
+        self._time_offset_ns = time.time_ns() - time.perf_counter_ns()
+        pid = Resource({"process.pid": os.getpid(), "process.parent_pid": os.getppid()})
+        for owned in (self.tracer_provider, self.meter_provider):
+            update = getattr(owned, "_update_resource", None)
+            if update is not None:
+                update(pid)
+

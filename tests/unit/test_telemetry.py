@@ -1,0 +1,264 @@
+"""The export layer's pure parts: the plan read from OTEL_* variables, the bounds (series per
+call site, span rate), memory and cgroup limits, the launcher flags. No OpenTelemetry here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from leakagent import cli, config
+from leakagent.telemetry import plan_from_env
+from leakagent.telemetry.limits import OVERFLOW, SeriesMap, SpanLimiter
+from leakagent.telemetry.memory import cgroup_memory_limit, rss_bytes
+
+
+def test_nothing_configured_means_no_export() -> None:
+    plan = plan_from_env({})
+    assert not plan.enabled and not plan.problems
+
+
+@pytest.mark.parametrize(
+    ("env", "traces", "metrics"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, ("otlp",), ("otlp",)),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, ("otlp",), ()),
+        ({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://c:4318/v1/metrics"}, (), ("otlp",)),
+        ({"OTEL_TRACES_EXPORTER": "console"}, ("console",), ()),
+        ({"OTEL_METRICS_EXPORTER": "prometheus"}, (), ("prometheus",)),
+        ({"OTEL_METRICS_EXPORTER": "otlp,prometheus"}, (), ("otlp", "prometheus")),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_TRACES_EXPORTER": "none"},
+            (),
+            ("otlp",),
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "true"},
+            (),
+            (),
+        ),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "TRUE"}, (), ()),
+    ],
+)
+def test_plan_from_standard_variables(
+    env: dict[str, str], traces: tuple[str, ...], metrics: tuple[str, ...]
+) -> None:
+    plan = plan_from_env(env)
+    assert (plan.traces, plan.metrics) == (traces, metrics)
+    assert not plan.problems
+
+
+def test_protocols_per_signal() -> None:
+    plan = plan_from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc",
+        }
+    )
+    assert (plan.traces_protocol, plan.metrics_protocol) == ("http/protobuf", "grpc")
+    assert plan_from_env({}).traces_protocol == "grpc"
+
+
+def test_malformed_values_name_the_variable() -> None:
+    plan = plan_from_env(
+        {
+            "OTEL_TRACES_EXPORTER": "zipkin",
+            "OTEL_METRICS_EXPORTER": "prometheus",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": "nine",
+        }
+    )
+    assert plan.traces == () and plan.metrics == ("prometheus",)
+    assert plan.prometheus_port == 9464
+    assert len(plan.problems) == 3
+    for name in (
+        "OTEL_TRACES_EXPORTER",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
+    ):
+        assert sum(name in p for p in plan.problems) == 1
+
+
+def test_prometheus_is_loopback_unless_configured() -> None:
+    plan = plan_from_env({"OTEL_METRICS_EXPORTER": "prometheus"})
+    assert (plan.prometheus_host, plan.prometheus_port) == ("127.0.0.1", 9464)
+    plan = plan_from_env(
+        {
+            "OTEL_METRICS_EXPORTER": "prometheus",
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "0.0.0.0",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": "9100",
+        }
+    )
+    assert (plan.prometheus_host, plan.prometheus_port) == ("0.0.0.0", 9100)
+
+
+def _site(line: int, kind: str = "requests.Session") -> dict[str, object]:
+    return {"kind": kind, "file": "/app.py", "line": line, "function": "f"}
+
+
+def test_series_are_capped_and_stable() -> None:
+    series = SeriesMap(cap=2)
+    first = series.attributes(_site(1))
+    assert first == {
+        "leakagent.kind": "requests.Session",
+        "code.file.path": "/app.py",
+        "code.line.number": 1,
+        "code.function.name": "f",
+    }
+    assert series.attributes(_site(2)) is not None
+    assert series.attributes(_site(3)) is None  # overflow
+    assert series.attributes(_site(1)) is first  # a site keeps its series
+    assert series.attributes(_site(3)) is None  # and an overflowed one stays there
+    assert OVERFLOW == "otel.metric.overflow"
+
+
+def test_span_limiter_per_site_and_window() -> None:
+    limiter = SpanLimiter(rate=2)
+    key = ("k", "/a.py", 1, "f")
+    other = ("k", "/a.py", 2, "f")
+    assert limiter.allow(key, 0.0) == 0
+    assert limiter.allow(key, 1.0) == 0
+    assert limiter.allow(key, 2.0) is None
+    assert limiter.allow(key, 3.0) is None
+    assert limiter.allow(other, 3.0) == 0  # per call site
+    assert limiter.allow(key, 61.0) == 2  # next window, says how many were held back
+    assert SpanLimiter(rate=0).allow(key, 0.0) is None
+
+
+def test_span_limiter_bounds_its_sites() -> None:
+    limiter = SpanLimiter(rate=1, max_sites=2)
+    assert limiter.allow(("k", "f", 1, ""), 0.0) == 0
+    assert limiter.allow(("k", "f", 2, ""), 0.0) == 0
+    assert limiter.allow(("k", "f", 3, ""), 0.0) is None
+
+
+def test_rss_is_known_on_linux() -> None:
+    rss = rss_bytes()
+    if sys.platform.startswith("linux"):
+        assert rss is not None and rss > 1_000_000
+
+
+def test_cgroup_v2_limit(tmp_path: Path) -> None:
+    proc = tmp_path / "cgroup-file"
+    proc.write_text("0::/kubepods/pod1/c1\n")
+    own = tmp_path / "root" / "kubepods" / "pod1" / "c1"
+    own.mkdir(parents=True)
+    (own / "memory.max").write_text("536870912\n")
+    assert cgroup_memory_limit(str(tmp_path / "root"), str(proc)) == (
+        536870912,
+        str(own / "memory.max"),
+    )
+    (own / "memory.max").write_text("max\n")
+    assert cgroup_memory_limit(str(tmp_path / "root"), str(proc)) is None
+
+
+def test_cgroup_v2_namespace_root(tmp_path: Path) -> None:
+    proc = tmp_path / "cgroup-file"
+    proc.write_text("0::/\n")
+    (tmp_path / "memory.max").write_text("1073741824\n")
+    assert cgroup_memory_limit(str(tmp_path), str(proc))[0] == 1073741824  # type: ignore[index]
+
+
+def test_cgroup_v1_limit_and_unlimited(tmp_path: Path) -> None:
+    proc = tmp_path / "cgroup-file"
+    proc.write_text("4:memory:/docker/abc\n1:cpu:/docker/abc\n")
+    directory = tmp_path / "memory" / "docker" / "abc"
+    directory.mkdir(parents=True)
+    (directory / "memory.limit_in_bytes").write_text("268435456\n")
+    assert cgroup_memory_limit(str(tmp_path), str(proc))[0] == 268435456  # type: ignore[index]
+    (directory / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # no limit
+    assert cgroup_memory_limit(str(tmp_path), str(proc)) is None
+
+
+def test_no_cgroup_at_all(tmp_path: Path) -> None:
+    assert cgroup_memory_limit(str(tmp_path / "none"), str(tmp_path / "missing")) is None
+
+
+def test_settings_are_documented_and_validated() -> None:
+    names = {s.env for s in config.SETTINGS}
+    assert {
+        "LEAKAGENT_OTEL_MAX_SERIES",
+        "LEAKAGENT_OTEL_SPAN_RATE",
+        "LEAKAGENT_OTEL_EXIT_TIMEOUT",
+        "LEAKAGENT_CGROUP_ROOT",
+    } <= names
+    loaded = config.load(
+        {
+            "LEAKAGENT_OTEL_MAX_SERIES": "0",
+            "LEAKAGENT_OTEL_SPAN_RATE": "many",
+            "LEAKAGENT_OTEL_EXIT_TIMEOUT": "-1",
+        }
+    )
+    assert (loaded.otel_max_series, loaded.otel_span_rate, loaded.otel_exit_timeout) == (
+        500,
+        10,
+        2.0,
+    )
+    assert len(loaded.problems) == 3
+    for name in (
+        "LEAKAGENT_OTEL_MAX_SERIES",
+        "LEAKAGENT_OTEL_SPAN_RATE",
+        "LEAKAGENT_OTEL_EXIT_TIMEOUT",
+    ):
+        assert sum(name in p for p in loaded.problems) == 1
+    good = config.load({"LEAKAGENT_OTEL_SPAN_RATE": "0", "LEAKAGENT_OTEL_EXIT_TIMEOUT": "0.5"})
+    assert (good.otel_span_rate, good.otel_exit_timeout) == (0, 0.5)
+
+
+def _environment(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    parser = cli._parser()
+    options = parser.parse_args(cli._optional_values(parser, argv))
+    return cli._environment(options, "/site"), list(options.command)
+
+
+def test_otlp_flag_without_endpoint_does_not_eat_the_command() -> None:
+    env, command = _environment(["--otlp", "python", "app.py"])
+    assert command == ["python", "app.py"]
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp" and env["OTEL_METRICS_EXPORTER"] == "otlp"
+
+
+def test_otlp_flag_with_endpoint_and_protocol() -> None:
+    env, command = _environment(
+        ["--otlp", "collector:4318", "--otlp-protocol", "http/protobuf", "python", "a.py"]
+    )
+    assert command == ["python", "a.py"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    env, _ = _environment(["--otlp=https://otel.example:4317", "python"])
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "https://otel.example:4317"
+
+
+def test_prometheus_flag_and_both() -> None:
+    env, command = _environment(["--prometheus", "python", "--prometheus"])
+    assert command == ["python", "--prometheus"]  # the program's own arguments are untouched
+    assert env["OTEL_METRICS_EXPORTER"] == "prometheus"
+    assert "OTEL_EXPORTER_PROMETHEUS_PORT" not in env or env["OTEL_EXPORTER_PROMETHEUS_PORT"]
+    env, _ = _environment(
+        ["--threshold", "5", "--otlp", "--prometheus", "9100", "--service-name", "svc", "python"]
+    )
+    assert env["OTEL_METRICS_EXPORTER"] == "otlp,prometheus"
+    assert env["OTEL_EXPORTER_PROMETHEUS_PORT"] == "9100"
+    assert env["OTEL_SERVICE_NAME"] == "svc"
+    assert env["LEAKAGENT_THRESHOLD"] == "5"
+
+
+def test_opentelemetry_instrument_runs_the_launcher_inside() -> None:
+    command = cli._through_opentelemetry_instrument(
+        [
+            "/venv/bin/opentelemetry-instrument",
+            "--traces_exporter",
+            "console",
+            "--service_name=svc",
+            "python",
+            "app.py",
+            "--flag",
+        ]
+    )
+    index = command.index("-m")
+    assert command[:3] == ["/venv/bin/opentelemetry-instrument", "--traces_exporter", "console"]
+    assert command[3] == "--service_name=svc"
+    assert command[4] == sys.executable
+    assert command[index + 1 :] == ["leakagent", "python", "app.py", "--flag"]
+    assert cli._through_opentelemetry_instrument(["python", "app.py"]) == ["python", "app.py"]
