@@ -11,6 +11,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,9 @@ VERSIONED = [
     "requests",
     "py-spy",
 ]
+
+
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 def log(message: str) -> None:
@@ -166,10 +170,11 @@ def child_env_base(venv: Venv | None) -> dict[str, str]:
 class RunResult:
     """One process run: wall time, first stdout line, first matching stderr line, peak RSS."""
 
-    __slots__ = ("first_match", "first_stdout", "maxrss_kib", "rc", "stderr", "wall")
+    __slots__ = ("cpu", "first_match", "first_stdout", "maxrss_kib", "rc", "stderr", "wall")
 
     def __init__(self) -> None:
         self.wall = 0.0
+        self.cpu = 0.0
         self.first_stdout: float | None = None
         self.first_match: float | None = None
         self.maxrss_kib = 0
@@ -179,6 +184,7 @@ class RunResult:
     def as_dict(self) -> dict[str, object]:
         return {
             "wall": self.wall,
+            "cpu": self.cpu,
             "first_stdout": self.first_stdout,
             "first_match": self.first_match,
             "maxrss_kib": self.maxrss_kib,
@@ -196,11 +202,19 @@ def run_once(
 ) -> RunResult:
     """Run ``argv`` once; times are seconds from just before the fork.
 
-    Peak RSS is the child's ``ru_maxrss`` from ``wait4`` (launchers ``exec`` the program, so it
-    is the program's own peak; ``memray run`` and ``opentelemetry-instrument`` included).
+    Peak RSS is the program's ``ru_maxrss``, reported by GNU time (``/usr/bin/time``, Debian
+    package ``time``) when present; launchers ``exec`` the program, so it is the peak of the
+    whole chain (``memray run`` and ``opentelemetry-instrument`` included).
     """
     result = RunResult()
     stderr_lines: list[str] = []
+    rss_file = None
+    if GNU_TIME:
+        # ru_maxrss of a child forked from this (big) process starts at our own RSS: let the
+        # small GNU time fork it and report its peak instead.
+        handle, rss_file = tempfile.mkstemp(prefix="rss-", suffix=".txt")
+        os.close(handle)
+        argv = [GNU_TIME, "-q", "-f", "%M", "-o", rss_file, *argv]
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         argv,
@@ -246,6 +260,13 @@ def run_once(
         reader.join(5)
     result.rc = proc.returncode
     result.maxrss_kib = usage.ru_maxrss
+    result.cpu = usage.ru_utime + usage.ru_stime  # the program's (and GNU time's) CPU time
+    if rss_file is not None:
+        try:
+            result.maxrss_kib = int(Path(rss_file).read_text().split()[-1])
+        except (OSError, ValueError, IndexError):
+            pass
+        os.unlink(rss_file)
     result.stderr = "".join(stderr_lines)
     if result.rc != 0:
         log(f"exit {result.rc}: {shlex.join(argv)}\n{result.stderr[-2000:]}")
@@ -258,36 +279,52 @@ def hyperfine(
     base_env: dict[str, str],
     runs: int,
     warmup: int,
+    batches: int = 5,
     cwd: str | Path = REPO,
 ) -> dict[str, dict[str, object]]:
     """Time whole commands with hyperfine (no shell); ``env`` carries each command's variables.
 
     Every command, the plain one included, starts with ``env`` so they all pay the same exec.
+    hyperfine runs one command after the other; so that a burst of load from other processes
+    does not land on one command only, the runs are split into ``batches`` hyperfine calls,
+    each with the commands in a rotated order, and the times of all batches are pooled.
     Returns label -> {median, mean, stddev, min, max, times} in seconds.
     """
+    times: dict[str, list[float]] = {label: [] for label, _, _ in commands}
+    per_batch = max(1, -(-runs // batches))
     with tempfile.TemporaryDirectory() as tmp:
         export = Path(tmp) / "hyperfine.json"
-        argv = [
-            "hyperfine",
-            "-N",
-            "--style",
-            "none",
-            "--warmup",
-            str(warmup),
-            "--runs",
-            str(runs),
-            "--export-json",
-            str(export),
-        ]
-        for label, command, extra in commands:
-            assignments = [f"{key}={value}" for key, value in extra.items()]
-            argv += ["-n", label, shlex.join(["env", *assignments, *command])]
-        subprocess.run(argv, check=True, env=base_env, cwd=str(cwd), stdout=subprocess.DEVNULL)
-        data = json.loads(export.read_text())
-    out = {}
-    for (label, _, _), entry in zip(commands, data["results"]):
+        for batch in range(batches):
+            shift = batch % len(commands)
+            order = commands[shift:] + commands[:shift]
+            argv = [
+                "hyperfine",
+                "-N",
+                "--style",
+                "none",
+                "--warmup",
+                str(warmup),
+                "--runs",
+                str(per_batch),
+                "--export-json",
+                str(export),
+            ]
+            for label, command, extra in order:
+                assignments = [f"{key}={value}" for key, value in extra.items()]
+                argv += ["-n", label, shlex.join(["env", *assignments, *command])]
+            subprocess.run(argv, check=True, env=base_env, cwd=str(cwd), stdout=subprocess.DEVNULL)
+            data = json.loads(export.read_text())
+            for (label, _, _), entry in zip(order, data["results"]):
+                times[label].extend(entry["times"])
+    out: dict[str, dict[str, object]] = {}
+    for label, values in times.items():
         out[label] = {
-            key: entry[key] for key in ("median", "mean", "stddev", "min", "max", "times")
+            "median": statistics.median(values),
+            "mean": statistics.fmean(values),
+            "stddev": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values),
+            "max": max(values),
+            "times": values,
         }
     return out
 

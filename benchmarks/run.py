@@ -41,13 +41,14 @@ class Plan:
 
     def __init__(self, quick: bool) -> None:
         self.quick = quick
-        self.startup_hyperfine_runs = 15 if quick else 40
-        self.startup_warmup = 2 if quick else 5
-        self.startup_own_runs = 5 if quick else 15
+        self.startup_hyperfine_runs = 10 if quick else 40
+        self.startup_warmup = 1 if quick else 3
+        self.startup_own_runs = 4 if quick else 15
         self.seed_runs = 2 if quick else 7
         self.tracemalloc_seed = ("correct",) if quick else ("correct", "buggy")
-        self.pyperf_args = ["--fast"] if quick else ["--processes", "12", "--values", "3"]
+        self.pyperf_args = ["--processes", "4" if quick else "12", "--values", "3"]
         self.scale_runs = 1 if quick else 3
+        self.scale_memory_creations = 250_000 if quick else 1_000_000
         self.scale_churn = not quick
 
 
@@ -155,6 +156,15 @@ def tools(ctx: Context, venv: Venv, *, startup: bool) -> list[tuple[str, str, ob
         )
     )
     if not startup:
+        rows.insert(
+            2,
+            (
+                "container-t10",
+                "leakagent, LEAKAGENT_THRESHOLD=10",
+                lambda a: [python, *a],
+                {**agent, "LEAKAGENT_THRESHOLD": "10"},
+            ),
+        )
         rows.append(
             (
                 "tracemalloc",
@@ -203,7 +213,9 @@ def scenario_startup(ctx: Context) -> dict[str, object]:
                     "env": extra,
                     "exit_median": timed[label]["median"],
                     "exit_stddev": timed[label]["stddev"],
+                    "exit_min": timed[label]["min"],
                     "first_line_median": _median(r.first_stdout for r in runs),
+                    "cpu_median": _median(r.cpu for r in runs),
                     "maxrss_kib_median": _median(r.maxrss_kib for r in runs),
                     "failures": sum(1 for r in runs if r.rc != 0),
                 }
@@ -301,6 +313,7 @@ def scenario_seed(ctx: Context) -> dict[str, object]:
                     "runs": len(runs),
                     "wall_median": _median(r.wall for r in runs),
                     "wall_min": min(r.wall for r in runs),
+                    "cpu_median": _median(r.cpu for r in runs),
                     "maxrss_kib_median": _median(r.maxrss_kib for r in runs),
                     "first_warning_median": _median(matches) if matches else None,
                     "failures": sum(1 for r in runs if r.rc != 0),
@@ -370,7 +383,7 @@ def scenario_scale(ctx: Context) -> dict[str, object]:
         out["plain"].append(run(base))  # type: ignore[attr-defined]
         out["agent"].append(run(agent))  # type: ignore[attr-defined]
     log("scale: agent memory (tracemalloc of leakagent's own allocations)")
-    out["memory"] = run(agent, "--tracemalloc")
+    out["memory"] = run(agent, "--tracemalloc", "--creations", str(ctx.plan.scale_memory_creations))
     if ctx.plan.scale_churn:
         log("scale: agent memory with a new pool of 16 threads per phase")
         out["memory_thread_churn"] = run(agent, "--tracemalloc", "--thread-churn")

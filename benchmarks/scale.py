@@ -110,6 +110,7 @@ def main() -> None:
     per_thread = per_phase // args.threads
     phases = []
     elapsed = 0.0
+    cpu = 0.0
     threads: list[threading.Thread] = []
     go = done = threading.Barrier(1)
     for phase in range(args.phases):
@@ -130,8 +131,10 @@ def main() -> None:
                 thread.start()
         go.wait()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         done.wait()
         took = time.perf_counter() - t0
+        cpu += time.process_time() - c0
         elapsed += took
         if args.thread_churn or phase == args.phases - 1:
             for thread in threads:
@@ -156,6 +159,8 @@ def main() -> None:
             "thread_churn": args.thread_churn,
             "seconds": elapsed,
             "ns_per_creation": elapsed / creations * 1e9,
+            "cpu_seconds": cpu,
+            "cpu_ns_per_creation": cpu / creations * 1e9,
             "rss_start_kib": rss_start[0],
             "phases": phases,
         },
