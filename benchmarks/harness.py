@@ -300,6 +300,7 @@ def hyperfine(
             argv = [
                 "hyperfine",
                 "-N",
+                "--ignore-failure",  # our own runner counts and logs failing runs
                 "--style",
                 "none",
                 "--warmup",

@@ -216,6 +216,8 @@ def render(results: dict) -> str:  # type: ignore[type-arg]
             + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none")
             + ".",
         ]
+    for name, error in (results.get("failed") or {}).items():
+        lines += ["", f"> Scenario **{name}** failed and is missing below: `{error}`"]
     lines += ["", "### Goals", ""]
     lines += _table(["goal", "measured", "status"], goals(results))
     scenarios = results["scenarios"]
@@ -288,6 +290,9 @@ def startup_section(startup: dict) -> list[str]:  # type: ignore[type-arg]
             ],
             table,
         )
+        failing = [f"{row['label']} ({row['failures']})" for row in rows if row.get("failures")]
+        if failing:
+            lines += ["", "Runs that exited non-zero (see the log): " + ", ".join(failing) + "."]
         extra = data.get("importtime") or []
         if extra:
             total = sum(us for _, us in extra)
@@ -359,6 +364,13 @@ def seed_section(seed: dict) -> list[str]:  # type: ignore[type-arg]
         ],
         table,
     )
+    failing = [
+        f"{row['label']} {row['program']} ({row['failures']})"
+        for row in rows
+        if row.get("failures")
+    ]
+    if failing:
+        lines += ["", "Runs that exited non-zero (see the log): " + ", ".join(failing) + "."]
     if seed.get("sample_warning"):
         lines += [
             "",

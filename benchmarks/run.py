@@ -494,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "telemetry": ctx.telemetry,
         "scenarios": {},
+        "failed": {},
     }
     ctx.sink = harness.Sink(ctx.main)
     try:
@@ -505,9 +506,15 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name in scenarios:
             t0 = time.time()
-            results["scenarios"][name] = runners[name](ctx)  # type: ignore[index]
-            results["scenarios"][name]["seconds"] = time.time() - t0  # type: ignore[index]
-            results["scenarios"][name]["load_after"] = harness.load_average()  # type: ignore[index]
+            try:
+                data = runners[name](ctx)
+            except Exception as exc:  # one broken scenario must not lose the others
+                log(f"scenario {name} failed: {type(exc).__name__}: {exc}")
+                results["failed"][name] = f"{type(exc).__name__}: {exc}"  # type: ignore[index]
+                continue
+            data["seconds"] = time.time() - t0
+            data["load_after"] = harness.load_average()
+            results["scenarios"][name] = data  # type: ignore[index]
         results["sink_counts"] = ctx.sink.counts()
     finally:
         ctx.sink.stop()
