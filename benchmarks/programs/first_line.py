@@ -1,0 +1,1 @@
+print("first line", flush=True)
