@@ -86,12 +86,14 @@ class ConstructorHook:
 
     def _kind_of(self, obj: object) -> tuple[str, str | None]:
         cls = type(obj)
+        label = self.target.kind
+        if label is None:
+            # Labelled by the class itself. Not cached: botocore builds a new class for every
+            # client, so a cache would never hit and would keep those classes alive.
+            return (qualified_name(cls), None)
         known = self._kinds.get(cls)
         if known is None:
-            label = self.target.kind
-            if label is None:
-                known = (qualified_name(cls), None)
-            elif cls is self.owner or not self.target.is_class:
+            if cls is self.owner or not self.target.is_class:
                 known = (label, None)
             else:  # a subclass defined by the program: its own name, the base noted
                 known = (qualified_name(cls), label)

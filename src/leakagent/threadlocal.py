@@ -53,6 +53,7 @@ class LocalProxy:
     """Stands in for ``threading.local``; see the module docstring."""
 
     __slots__ = ("__wrapped__", "_counting_base", "_hook")
+    _hook: Hook | None
 
     def __init__(self, wrapped: type, hook: Hook) -> None:
         self.__wrapped__ = wrapped
@@ -61,10 +62,12 @@ class LocalProxy:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         obj = self.__wrapped__(*args, **kwargs)
-        if not guard.is_off(PART):
+        hook = self._hook
+        if hook is not None:
             try:
-                self._hook(self.__wrapped__, obj)
+                hook(self.__wrapped__, obj)
             except Exception as exc:
+                self._hook = None  # switched off
                 guard.failed(PART, exc)
         return obj
 

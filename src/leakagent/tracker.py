@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from .callsite import Site
 
 THREADS_PER_SITE = 128
+PRUNE_FROM = 8  # a site with this many thread counters drops those of ended threads
+MAX_NAMES = 4096  # thread names kept for reports (names of ended threads go first)
 OVERFLOW_FILE = "<other call sites>"
 LOCAL_KIND = "threading.local"
 
@@ -57,9 +59,9 @@ class SiteStats:
         "max_per_thread",
         "max_thread",
         "per_thread",
+        "pruned_at",
         "suspect",
         "suspect_since",
-        "thread_names",
         "threads",
         "untracked",
         "verdict",
@@ -74,7 +76,7 @@ class SiteStats:
         self.freed = 0
         self.untracked = 0  # created but not watched (no weakref support, or cap reached)
         self.per_thread: dict[int, int] = {}
-        self.thread_names: dict[int, str] = {}
+        self.pruned_at = 0  # the tracker's count of ended threads when last pruned
         self.threads = 0
         self.max_per_thread = 0
         self.max_thread = ""
@@ -91,8 +93,9 @@ class SiteStats:
         """Watched instances not yet freed (a lower bound when ``untracked`` > 0)."""
         return self.created - self.untracked - self.freed
 
-    def as_dict(self) -> dict[str, Any]:
-        """A plain copy, safe to hand to other threads."""
+    def as_dict(self, names: Optional[dict[int, str]] = None) -> dict[str, Any]:
+        """A plain copy, safe to hand to other threads (``names``: thread serial -> name)."""
+        names = names or {}
         top = sorted(self.per_thread.items(), key=lambda item: -item[1])[:10]
         return {
             "kind": self.kind,
@@ -113,7 +116,7 @@ class SiteStats:
             "last_seen": self.last_seen,
             "suspect_since": self.suspect_since or None,
             "top_threads": [
-                {"thread": self.thread_names.get(serial, "?"), "created": count}
+                {"thread": names.get(serial, "?"), "created": count}
                 for serial, count in top
             ],
         }
@@ -182,11 +185,15 @@ class Tracker:
         self._lock = _thread.RLock()
         self._sites: dict[tuple[str, str, int, str], SiteStats] = {}
         self._refs: dict[int, _Watch] = {}
-        self._freed: deque[_Watch] = deque()  # the weakref callback: dead references
+        self._freed: deque[_Watch] = deque()  # dead references, queued by the callback
+        self._on_free = self._freed.append  # the weakref callback: C code, no lock
         self._tls = _thread._local()
         self._serials = itertools.count(1)
         self._alive: dict[int, _ThreadEnd] = {}  # thread serial -> reference to its token
         self._ended: deque[_ThreadEnd] = deque()  # threads that ended since the last drain
+        self._on_thread_end = self._ended.append
+        self._ended_count = 0
+        self._names: dict[int, str] = {}  # thread serial -> name (bounded: MAX_NAMES)
         self.overflowed = 0
         self.total_created = 0
         self.generation = 0  # bumped by every change, so writers can skip unchanged reports
@@ -199,20 +206,25 @@ class Tracker:
     # -- the hot path ---------------------------------------------------------------------
 
     def _token(self) -> _ThreadToken:
+        """This thread's token, made on its first creation."""
         try:
             return self._tls.token  # type: ignore[no-any-return]
         except AttributeError:
             serial = next(self._serials)
             token = _ThreadToken(serial, _thread_name())
-            end = _ThreadEnd(token, self._ended.append)
+            end = _ThreadEnd(token, self._on_thread_end)
             end.serial = serial
             self._alive[serial] = end
+            self._names[serial] = token.name
             self._tls.token = token
             return token
 
     def record(self, kind: str, site: Site, obj: object, base: Optional[str] = None) -> None:
         """Count one new instance of ``kind`` created at ``site`` on the current thread."""
-        token = self._token()
+        try:
+            token = self._tls.token
+        except AttributeError:
+            token = self._token()
         serial = token.serial
         now = time.time()
         event = None
@@ -230,10 +242,11 @@ class Tracker:
             per_thread = stats.per_thread
             count = per_thread.get(serial)
             if count is None:
+                if len(per_thread) >= PRUNE_FROM and stats.pruned_at != self._ended_count:
+                    self._forget_ended_threads(stats)
                 if len(per_thread) >= THREADS_PER_SITE:
                     self._make_room(stats)
                 stats.threads += 1
-                stats.thread_names[serial] = token.name
                 count = 1
             else:
                 count += 1
@@ -241,17 +254,18 @@ class Tracker:
             if count > stats.max_per_thread:
                 stats.max_per_thread = count
                 stats.max_thread = token.name
-            if len(self._refs) < self.max_live_refs:
+            refs = self._refs
+            if len(refs) < self.max_live_refs:
                 try:
-                    watch = _Watch(obj, self._freed.append)
+                    watch = _Watch(obj, self._on_free)
                 except TypeError:  # the type does not support weak references
                     stats.untracked += 1
                 else:
                     watch.site = stats
-                    self._refs[id(watch)] = watch
+                    refs[id(watch)] = watch
             else:
                 stats.untracked += 1
-            live = stats.live
+            live = stats.created - stats.untracked - stats.freed
             if live > stats.live_peak:
                 stats.live_peak = live
             if not stats.suspect:
@@ -260,11 +274,11 @@ class Tracker:
                     stats.suspect_since = now
                     stats.verdict = self._verdict(stats)
                     stats.warned_retention = stats.verdict == RETENTION
-                    event = ("suspect", stats.as_dict())
+                    event = ("suspect", stats.as_dict(self._names))
             elif not stats.warned_retention and self._verdict(stats) == RETENTION:
                 stats.verdict = RETENTION
                 stats.warned_retention = True
-                event = ("retention", stats.as_dict())
+                event = ("retention", stats.as_dict(self._names))
         if event is not None and self.on_suspect is not None:
             self.on_suspect(event[1], event[0])
 
@@ -273,7 +287,12 @@ class Tracker:
     def _drain(self) -> None:
         ended = self._ended
         while ended:
-            self._alive.pop(ended.popleft().serial, None)
+            serial = ended.popleft().serial
+            self._alive.pop(serial, None)
+            self._ended_count += 1
+            self._names[serial] = self._names.pop(serial, "?")  # move to the newest end
+        if len(self._names) > MAX_NAMES:
+            self._forget_names()
         freed = self._freed
         refs = self._refs
         while freed:
@@ -293,16 +312,25 @@ class Tracker:
         self._sites[(kind, site[0], site[1], site[2])] = stats
         return stats
 
-    def _make_room(self, stats: SiteStats) -> None:
+    def _forget_ended_threads(self, stats: SiteStats) -> None:
+        """Drop the counters of ended threads (``max_per_thread`` keeps its value)."""
         per_thread = stats.per_thread
         alive = self._alive
         for serial in [s for s in per_thread if s not in alive]:
             del per_thread[serial]
-            stats.thread_names.pop(serial, None)
+        stats.pruned_at = self._ended_count
+
+    def _make_room(self, stats: SiteStats) -> None:
+        per_thread = stats.per_thread
+        self._forget_ended_threads(stats)
         while len(per_thread) >= THREADS_PER_SITE:
-            smallest = min(per_thread, key=per_thread.__getitem__)
-            del per_thread[smallest]
-            stats.thread_names.pop(smallest, None)
+            del per_thread[min(per_thread, key=per_thread.__getitem__)]
+
+    def _forget_names(self) -> None:
+        alive = self._alive
+        excess = len(self._names) - MAX_NAMES
+        for serial in [s for s in self._names if s not in alive][:excess]:
+            del self._names[serial]
 
     def _verdict(self, stats: SiteStats) -> str:
         """Retention when more instances are alive than the threshold and the threads need."""
@@ -320,7 +348,7 @@ class Tracker:
             for stats in self._sites.values():
                 if stats.suspect:
                     stats.verdict = self._verdict(stats)
-                sites.append(stats.as_dict())
+                sites.append(stats.as_dict(self._names))
         sites.sort(key=lambda s: (not s["suspect"], -s["max_per_thread"], -s["created"]))
         return sites
 
