@@ -103,8 +103,12 @@ def _qualname(code: object) -> str:
 
 
 def package_dir(module_name: str) -> str | None:
-    """Directory (with trailing separator) of the top-level package of ``module_name``."""
-    top = sys.modules.get(module_name.partition(".")[0])
+    """Directory (with trailing separator) of the imported package ``module_name``.
+
+    A top-level name (``botocore``), or a dotted one for a package inside a namespace package
+    (``google.cloud.storage``); a single-file module gives its file. None until imported.
+    """
+    top = sys.modules.get(module_name)
     path = getattr(top, "__file__", None)
     if not isinstance(path, str) or not path:
         return None

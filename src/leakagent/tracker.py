@@ -24,6 +24,7 @@ import _thread
 import itertools
 import time
 from _collections import deque  # type: ignore[import-not-found]
+from _contextvars import ContextVar
 from _weakref import ref
 
 TYPE_CHECKING = False
@@ -35,6 +36,11 @@ if TYPE_CHECKING:
 THREADS_PER_SITE = 128
 OVERFLOW_FILE = "<other call sites>"
 LOCAL_KIND = "threading.local"
+
+CONSTRUCTION_DEPTH: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)
+"""How many counted client constructions are running in this context. Anything created inside
+one (a nested client, a ``threading.local`` a client keeps per instance) belongs to it and is
+not counted again."""
 
 CHURN = "churn"
 RETENTION = "retention"
