@@ -82,7 +82,9 @@ def _resolve_packages() -> None:
         directory = package_dir(name)
         if directory is not None:
             found.append(name)
-            _finder.add_skip(directory)
+            # also code a library generates at run time, named after itself
+            # ("<sqlalchemy generated warned() wrapper for ...create_engine>")
+            _finder.add_skip(directory, f"<{name} ")
     if found:  # a race with another thread only adds a prefix twice
         _missing[:] = [name for name in _missing if name not in found]
 

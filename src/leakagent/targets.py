@@ -248,12 +248,27 @@ CATALOG: tuple[Target, ...] = (
         min_version="3.3",
     ),
     Target(
+        "sqlalchemy.create_engine",
+        # Hooked in the module that defines it, before sqlalchemy's own `from .create import
+        # create_engine` runs: every binding in the library is the wrapped one. The pool (and
+        # SingletonThreadPool's threading.local) is built before Engine.__init__, so the
+        # factory, not the class, is the outermost construction.
+        "sqlalchemy.engine.create",
+        "create_engine",
+        kind="sqlalchemy.Engine",
+        min_version="2.1",
+        note="also engine_from_config() and create_async_engine(); engine.execution_options() "
+        "is not new",
+    ),
+    Target(
         "sqlalchemy.Engine",
-        "sqlalchemy.engine",
+        # For a program that bound create_engine before the agent started (the factory patch
+        # cannot reach that binding): nested inside create_engine it counts nothing.
+        "sqlalchemy.engine.base",
         "Engine.__init__",
         kind="sqlalchemy.Engine",
         min_version="2.1",
-        note="create_engine(), create_async_engine(); engine.execution_options() is not new",
+        note="engines whose create_engine call was not hooked; subclasses",
     ),
     # -- Search ---------------------------------------------------------------------------
     Target(
@@ -370,7 +385,7 @@ CATALOG: tuple[Target, ...] = (
         "google.cloud.storage.client",
         "Client.__init__",
         kind="google.cloud.storage.Client",
-        packages=("google.cloud.storage",),
+        packages=("google.cloud.storage", "google.cloud.client", "google.auth"),
         distribution="google-cloud-storage",
         min_version="3.17",
     ),
@@ -379,9 +394,20 @@ CATALOG: tuple[Target, ...] = (
         "google.cloud.bigquery.client",
         "Client.__init__",
         kind="google.cloud.bigquery.Client",
-        packages=("google.cloud.bigquery",),
+        packages=("google.cloud.bigquery", "google.cloud.client", "google.auth"),
         distribution="google-cloud-bigquery",
         min_version="3.47",
+    ),
+    Target(
+        "google.auth.AuthorizedSession",
+        "google.auth.transport.requests",
+        "AuthorizedSession.__init__",
+        kind="google.auth.transport.requests.AuthorizedSession",
+        packages=("google.auth",),
+        distribution="google-auth",
+        min_version="2.63",
+        note="the HTTP session of google-cloud clients, made on their first request; its "
+        "requests.Session counts once with it",
     ),
     Target(
         "azure.storage.blob.BlobServiceClient",
