@@ -238,7 +238,7 @@ CATALOG: tuple[Target, ...] = (
         "Connection.__init__",
         kind="psycopg.Connection",
         min_version="3.3",
-        note="psycopg.connect(), Connection.connect(), psycopg_pool connections",
+        note="psycopg.connect(), Connection.connect()",
     ),
     Target(
         "psycopg.AsyncConnection",

@@ -125,6 +125,11 @@ leakagent.track("myapp.clients:ApiClient")   # True: the running agent counts it
   attribute is wrapped, so `from confluent_kafka.cimpl import Producer` and
   `psycopg2.extensions.connection(dsn)` are missed, and `class P(confluent_kafka.Producer)`
   instances are not counted (`SerializingProducer`/`DeserializingConsumer` are).
+* A `threading.local` that a library creates while building a counted client belongs to the
+  client and is not counted; one it creates at another time is counted at the library's line
+  (sqlalchemy's `engine.dispose()` builds a new pool; a program that imported sqlalchemy
+  before the agent started calls the unhooked `create_engine`, whose sqlite in-memory
+  `SingletonThreadPool` makes two locals before `Engine.__init__` runs).
 * Objects that do not support weak references (confluent-kafka's) are counted but not
   watched: their `live` count is a lower bound (`live_exact: false` in the report).
 """

@@ -465,3 +465,38 @@ def test_program_template_is_valid_python() -> None:
         for agent_first in (True, False):
             compile(program(case, agent_first=agent_first), case.id, "exec")
     compile(textwrap.dedent(WRAP_PROGRAM.format(name="x")), "wrap", "exec")
+
+
+def test_program_subclass_is_reported_under_its_own_name_where_it_is_created(
+    tmp_path: Path,
+) -> None:
+    script = write_script(
+        tmp_path,
+        """\
+        import requests
+        from concurrent.futures import ThreadPoolExecutor
+
+
+        class RetryingSession(requests.Session):
+            def __init__(self):
+                super().__init__()
+                self.max_retries = 3
+
+
+        def per_call(i):
+            RetryingSession().close()  # HERE
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(per_call, range(8)))
+        """,
+    )
+    report_path = tmp_path / "report.json"
+    done = run_python_launched(
+        script, cwd=tmp_path,
+        options=["--threshold", str(THRESHOLD), "--report", str(report_path)],
+    )
+    assert done.returncode == 0, done.stderr
+    suspects = load_report(report_path)["suspects"]
+    assert [(s["kind"], s["base"], s["line"], s["created"]) for s in suspects] == [
+        ("__main__.RetryingSession", "requests.Session", 12, 8)
+    ]
