@@ -103,13 +103,20 @@ def _qualname(code: object) -> str:
 
 
 def package_dir(module_name: str) -> str | None:
-    """Directory (with trailing separator) of the imported package ``module_name``.
+    """Directory (with trailing separator) of the top-level package of ``module_name``.
 
-    A top-level name (``botocore``), or a dotted one for a package inside a namespace package
-    (``google.cloud.storage``); a single-file module gives its file. None until imported.
+    For a namespace package (``google``, ``azure``: no file of their own) the first package
+    with files down the dotted name is used: ``google.cloud.storage`` gives its directory.
     """
-    top = sys.modules.get(module_name)
-    path = getattr(top, "__file__", None)
+    parts = module_name.split(".")
+    path = None
+    for end in range(1, len(parts) + 1):
+        top = sys.modules.get(".".join(parts[:end]))
+        if top is None:
+            return None
+        path = getattr(top, "__file__", None)
+        if path:
+            break
     if not isinstance(path, str) or not path:
         return None
     directory = os.path.dirname(os.path.abspath(path))
