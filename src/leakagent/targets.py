@@ -444,8 +444,14 @@ CATALOG: tuple[Target, ...] = (
         counts=False,
         note=_NOT_NEW,
     ),
-    Target("openai.OpenAI.copy", "openai", "OpenAI.copy", min_version="3.57", counts=False,
-           note=_NOT_NEW),
+    Target(
+        "openai.OpenAI.copy",
+        "openai",
+        "OpenAI.copy",
+        min_version="3.57",
+        counts=False,
+        note=_NOT_NEW,
+    ),
     Target(
         "openai.AsyncOpenAI",
         "openai",

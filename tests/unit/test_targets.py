@@ -153,15 +153,21 @@ def test_target_for_class_factory_and_c_type(monkeypatch: pytest.MonkeyPatch) ->
         return usertargets.target_for(usertargets.parse_spec(f"myapp.clients:{attribute}"), module)
 
     cls = target("Client")
-    assert (cls.attribute, cls.kind, cls.is_class) == ("Client.__init__", "myapp.clients.Client", True)
+    assert (cls.attribute, cls.kind, cls.is_class) == (
+        "Client.__init__", "myapp.clients.Client", True
+    )
     assert cls.name == "myapp.clients:Client"
     assert cls.packages == ()  # the program's own code: its direct caller is the site
     nested = target("Outer.Client")
-    assert (nested.attribute, nested.kind) == ("Outer.Client.__init__", "myapp.clients.Outer.Client")
+    assert (nested.attribute, nested.kind) == (
+        "Outer.Client.__init__", "myapp.clients.Outer.Client"
+    )
     factory = target("make")
     assert (factory.attribute, factory.kind, factory.is_class) == ("make", None, False)
     c_type = target("CType")  # __init__ of a C type cannot be patched: wrap the name
-    assert (c_type.attribute, c_type.kind, c_type.is_class) == ("CType", "myapp.clients.CType", False)
+    assert (c_type.attribute, c_type.kind, c_type.is_class) == (
+        "CType", "myapp.clients.CType", False
+    )
     with pytest.raises(LookupError, match="no attribute 'Nope'"):
         target("Nope")
     with pytest.raises(LookupError, match="neither a class nor a function"):
