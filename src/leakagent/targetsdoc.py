@@ -88,8 +88,11 @@ leakagent.track("myapp.clients:ApiClient")   # True: the running agent counts it
   `from module import factory` *before* the patch keeps the original function and is missed:
   the patch happens when `module` is imported, so this only bites when `leakagent.track()` is
   called after other code imported the factory. Prefer a class where there is one.
-* **Call site**: for an installed library (under `site-packages`) the library's own frames are
-  skipped; for your program's code, the direct caller of the class or factory is the site.
+* **Call site**: the direct caller of the class or factory (past leakagent, wrapt, the standard
+  library and the built-in libraries). When a library calls it from its own helper
+  (`vendor.connect()` building a `vendor.Client`), the site is that helper: target the helper
+  instead (`vendor:connect`). Nothing of yours is skipped, so a program installed under
+  `site-packages` keeps its call sites.
 * **Not imported yet**: the spec waits, like the built-ins, and is patched when its module is
   imported. Nothing is imported early. At exit, a spec whose top-level package does not exist
   at all in the interpreter gets one warning (a typo, probably); a module that exists but was

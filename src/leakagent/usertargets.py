@@ -114,16 +114,13 @@ def _is_immutable(cls: type) -> bool:
     return not flags & _HEAPTYPE or bool(flags & _IMMUTABLETYPE)
 
 
-def _third_party(module: ModuleType) -> bool:
-    path = getattr(module, "__file__", None) or ""
-    return "site-packages" in path or "dist-packages" in path
-
-
 def target_for(spec: Spec, module: ModuleType) -> Target:
     """The concrete target of ``spec`` in its imported ``module``; LookupError if unusable.
 
-    The call site skips the spec's top-level package only when it is an installed library
-    (under site-packages): for the program's own code, the direct caller is the call site.
+    No package is skipped to find the call site: the direct caller of the class or factory is
+    the site (beyond leakagent, wrapt, the standard library and the built-in libraries). A
+    package skipped for one target is skipped for every client hook, and a program installed
+    under site-packages would otherwise lose every call site of its own.
     """
     obj: object = module
     for part in spec.attribute.split("."):
@@ -134,14 +131,7 @@ def target_for(spec: Spec, module: ModuleType) -> Target:
                 f"target {spec.text!r}: {spec.module} has no attribute {spec.attribute!r}; "
                 "not tracked"
             ) from None
-    packages: tuple[str, ...] = ()
-    parts = spec.module.split(".")
-    for end in range(1, len(parts) + 1):  # the outermost package with files (namespaces have none)
-        name = ".".join(parts[:end])
-        package = sys.modules.get(name)
-        if package is not None and getattr(package, "__file__", None):
-            packages = (name,) if _third_party(package) else ()
-            break
+    packages: tuple[str, ...] = ()  # see the docstring
     label = f"{spec.module}.{spec.attribute}"
     if spec.attribute.endswith(".__init__"):
         return Target(spec.text, spec.module, spec.attribute, kind=label[: -len(".__init__")],

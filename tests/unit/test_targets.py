@@ -174,11 +174,12 @@ def test_target_for_class_factory_and_c_type(monkeypatch: pytest.MonkeyPatch) ->
         target("value")
 
 
-def test_target_for_a_library_skips_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_target_for_a_library_skips_no_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an installed program (under site-packages) must keep its own call sites
     lib = _module("vendorlib", "/usr/lib/python3/site-packages/vendorlib/__init__.py")
     monkeypatch.setitem(sys.modules, "vendorlib", lib)
     target = usertargets.target_for(usertargets.parse_spec("vendorlib:Client"), lib)
-    assert target.packages == ("vendorlib",)
+    assert target.packages == ()
 
 
 def test_never_imported_problem() -> None:
