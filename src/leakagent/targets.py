@@ -158,10 +158,10 @@ CATALOG: tuple[Target, ...] = (
         min_version="3.14",
     ),
     # -- Redis ----------------------------------------------------------------------------
-    Target("redis.Redis", "redis.client", "Redis.__init__", kind="redis.Redis", min_version="8.1"),
+    Target("redis.Redis", "redis", "Redis.__init__", kind="redis.Redis", min_version="8.1"),
     Target(
         "redis.Redis.from_url",
-        "redis.client",
+        "redis",
         "Redis.from_url",
         kind="redis.Redis",
         min_version="8.1",
@@ -169,7 +169,7 @@ CATALOG: tuple[Target, ...] = (
     ),
     Target(
         "redis.ConnectionPool",
-        "redis.connection",
+        "redis",
         "ConnectionPool.__init__",
         kind="redis.ConnectionPool",
         min_version="8.1",
@@ -177,21 +177,21 @@ CATALOG: tuple[Target, ...] = (
     ),
     Target(
         "redis.asyncio.Redis",
-        "redis.asyncio.client",
+        "redis.asyncio",
         "Redis.__init__",
         kind="redis.asyncio.Redis",
         min_version="8.1",
     ),
     Target(
         "redis.asyncio.Redis.from_url",
-        "redis.asyncio.client",
+        "redis.asyncio",
         "Redis.from_url",
         kind="redis.asyncio.Redis",
         min_version="8.1",
     ),
     Target(
         "redis.asyncio.ConnectionPool",
-        "redis.asyncio.connection",
+        "redis.asyncio",
         "ConnectionPool.__init__",
         kind="redis.asyncio.ConnectionPool",
         min_version="8.1",

@@ -43,8 +43,7 @@ client keeps per instance) counts once, as the outer one.
   coroutine) is reported at the right line with the right kind, one cached per thread or
   shared is not, whether the library is imported before or after the agent starts, and
   patching, unpatching and patching again never wraps anything twice. Older releases are not
-  tested: on one without the hook point, the entry logs one line at INFO level and counts
-  nothing.
+  tested: on one without the hook point, the entry logs one warning and counts nothing.
 * Entries marked *not counted* count nothing: clients they build share the original's
   connection pool (`es.options(...)`, `client.with_options(...)` per request are fine).
 
