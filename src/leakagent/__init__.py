@@ -7,4 +7,15 @@ loaded into every process.
 
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "track"]
+
+
+def track(spec: str) -> bool:
+    """Count ``"module:attribute"`` (a class or a factory) like a built-in client.
+
+    True when the running agent will count it, False when no agent runs in this process; a
+    malformed spec raises ValueError. See ``docs/targets.md``.
+    """
+    from .usertargets import track as _track  # imported on first use: this package stays light
+
+    return _track(spec)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 
 from . import config as config_mod
-from . import guard, importhook, log, threadlocal
+from . import guard, importhook, log, threadlocal, usertargets
 from . import report as report_mod
 from .callsite import SiteFinder
 from .lifecycle import Reporter
 from .targets import CATALOG
-from .tracker import LOCAL_KIND, Tracker, qualified_name
+from .tracker import CONSTRUCTION_DEPTH, LOCAL_KIND, Tracker, qualified_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class Agent:
         self._local_sites = SiteFinder()
         self.suspect_listeners: list[Callable[[dict[str, Any], str], None]] = []
         """Called with (site copy, event) after the warning; used by the telemetry layer."""
+        self._user_specs: list[usertargets.Spec] = []
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -58,6 +59,8 @@ class Agent:
                 guard.failed("suspect listener", exc)
 
     def _local_created(self, cls: type, obj: object) -> None:
+        if CONSTRUCTION_DEPTH.get():  # kept by a client being counted right now
+            return
         if cls is threadlocal.RawLocal:
             kind, base = LOCAL_KIND, None
         else:
@@ -102,6 +105,40 @@ class Agent:
         util = sys.modules["multiprocessing.util"]
         util.Finalize(self, self.reporter.finish, exitpriority=-100)
 
+    # -- user targets (LEAKAGENT_TARGETS, --target, leakagent.track) ----------------------
+
+    def watch(self, spec: usertargets.Spec) -> None:
+        """Count ``spec`` once its module is imported (now, if it already is)."""
+
+        def patch_user_target(module: ModuleType) -> None:
+            try:
+                from . import patcher
+            except ImportError as exc:  # wrapt missing or too old: said once, as for built-ins
+                log.warning_once("wrapt", f"client constructors are not counted: {exc}")
+                return
+            try:
+                target = usertargets.target_for(spec, module)
+                patcher.patch(target, module, self.tracker)
+            except LookupError as exc:
+                log.warning(str(exc))
+            except (AttributeError, TypeError) as exc:
+                log.warning(f"target {spec.text!r} cannot be patched ({exc}); not tracked")
+
+        if not self._user_specs:
+            import atexit
+
+            atexit.register(self._check_user_targets)
+        self._user_specs.append(spec)
+        importhook.when_imported(spec.module, patch_user_target)
+
+    def _check_user_targets(self) -> None:
+        waiting = set(importhook.pending())
+        for spec in self._user_specs:
+            if spec.module in waiting:
+                problem = usertargets.never_imported_problem(spec)
+                if problem is not None:
+                    log.warning(problem)
+
     # -- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -109,9 +146,10 @@ class Agent:
         if self.config.track_locals:
             importhook.when_imported("threading", self._patch_threading)
         if self.config.track_clients:
-            for target in CATALOG:
-                if target.enabled:
-                    importhook.when_imported(target.module, self._hook_for(target))
+            for target in usertargets.select(CATALOG, self.config.disabled_targets):
+                importhook.when_imported(target.module, self._hook_for(target))
+            for text in self.config.targets:
+                self.watch(usertargets.parse_spec(text))
         importhook.when_imported("multiprocessing.util", self._track_multiprocessing)
         self.reporter.start()
         self.reporter.install_exit_hooks()

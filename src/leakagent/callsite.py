@@ -103,9 +103,20 @@ def _qualname(code: object) -> str:
 
 
 def package_dir(module_name: str) -> str | None:
-    """Directory (with trailing separator) of the top-level package of ``module_name``."""
-    top = sys.modules.get(module_name.partition(".")[0])
-    path = getattr(top, "__file__", None)
+    """Directory (with trailing separator) of the top-level package of ``module_name``.
+
+    For a namespace package (``google``, ``azure``: no file of their own) the first package
+    with files down the dotted name is used: ``google.cloud.storage`` gives its directory.
+    """
+    parts = module_name.split(".")
+    path = None
+    for end in range(1, len(parts) + 1):
+        top = sys.modules.get(".".join(parts[:end]))
+        if top is None:
+            return None
+        path = getattr(top, "__file__", None)
+        if path:
+            break
     if not isinstance(path, str) or not path:
         return None
     directory = os.path.dirname(os.path.abspath(path))

@@ -159,6 +159,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--service-name", metavar="NAME", help="service name of the telemetry (OTEL_SERVICE_NAME)")
     add(
+        "--target",
+        metavar="SPEC",
+        action="append",
+        help="also count this constructor, module:attribute (a class or a factory); "
+        "repeatable (LEAKAGENT_TARGETS, added to its value)",
+    )
+    add(
+        "--disable-target",
+        metavar="NAME",
+        action="append",
+        help="do not count this built-in target (a name from docs/targets.md, or *); "
+        "repeatable (LEAKAGENT_DISABLED_TARGETS, added to its value)",
+    )
+    add(
         "--disable", action="store_true", help="run COMMAND without the agent (LEAKAGENT_ENABLED=0)"
     )
     add(
@@ -195,6 +209,12 @@ def _environment(options: argparse.Namespace, directory: str) -> dict[str, str]:
     if options.disable:
         env["LEAKAGENT_ENABLED"] = "0"
     _telemetry_environment(options, env)
+    for name, extra in (
+        ("LEAKAGENT_TARGETS", options.target),
+        ("LEAKAGENT_DISABLED_TARGETS", options.disable_target),
+    ):
+        if extra:  # added to what the environment already says
+            env[name] = ",".join(v for v in (env.get(name, "").strip(), *extra) if v)
     return env
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import log
+from . import log, usertargets
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,6 +92,20 @@ SETTINGS: tuple[Setting, ...] = (
         "Where the cgroup file system is mounted, to find the container memory limit "
         "(leakagent.memory.limit).",
     ),
+    # -- client targets (docs/targets.md) --
+    Setting(
+        "LEAKAGENT_TARGETS",
+        "",
+        "More constructors to count, comma-separated module:attribute specs "
+        "(pkg.clients:ApiClient for a class, pkg.factory:make_client for a factory); "
+        "each is patched when its module is imported.",
+    ),
+    Setting(
+        "LEAKAGENT_DISABLED_TARGETS",
+        "",
+        "Built-in targets not to count, comma-separated names from docs/targets.md "
+        "(e.g. requests.Session), or * for all of them.",
+    ),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -119,6 +133,8 @@ class Config:
         otel_span_rate: int = 10,
         otel_exit_timeout: float = 2.0,
         cgroup_root: str = "/sys/fs/cgroup",
+        targets: tuple[str, ...] = (),
+        disabled_targets: tuple[str, ...] = (),
     ) -> None:
         self.enabled = enabled
         self.threshold = threshold
@@ -135,6 +151,10 @@ class Config:
         self.otel_span_rate = otel_span_rate
         self.otel_exit_timeout = otel_exit_timeout
         self.cgroup_root = cgroup_root
+        self.targets = targets
+        """User target specs (``module:attribute``), already validated."""
+        self.disabled_targets = disabled_targets
+        """Catalog names not to patch; ``("*",)`` for all."""
 
 
 class _Reader:
@@ -189,6 +209,12 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         reader._bad("LEAKAGENT_LOG_LEVEL", level, "a logging level name")
         level = "WARNING"
+    # client targets: malformed entries are dropped with one problem each
+    specs, spec_problems = usertargets.parse_specs(reader.environ.get("LEAKAGENT_TARGETS", ""))
+    disabled, disabled_problems = usertargets.parse_disabled(
+        reader.environ.get("LEAKAGENT_DISABLED_TARGETS", "")
+    )
+    reader.problems.extend(spec_problems + disabled_problems)
     return Config(
         enabled=reader.flag("LEAKAGENT_ENABLED"),
         threshold=int(reader.number("LEAKAGENT_THRESHOLD", int, 1)),
@@ -205,6 +231,8 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         otel_exit_timeout=reader.number("LEAKAGENT_OTEL_EXIT_TIMEOUT", float, 0.0),
         cgroup_root=reader.raw("LEAKAGENT_CGROUP_ROOT"),
         problems=tuple(reader.problems),
+        targets=tuple(spec.text for spec in specs),
+        disabled_targets=disabled,
     )
 
 

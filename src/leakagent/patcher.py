@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 import time
-from contextvars import ContextVar
 
 import wrapt
 
 from . import guard
 from .callsite import SiteFinder, package_dir
-from .tracker import qualified_name
+from .tracker import CONSTRUCTION_DEPTH, qualified_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,13 +49,44 @@ if _version(getattr(wrapt, "__version__", "0")) < MIN_WRAPT:
 
 WRAPT_DIR = os.path.dirname(os.path.abspath(wrapt.__file__)) + os.sep
 
-_depth: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)
+_depth = CONSTRUCTION_DEPTH  # shared with the threading.local hook (nested: not counted)
 _applied: dict[str, tuple[Any, str, Any, bool]] = {}
 """target name -> (parent, attribute, original value, attribute was in parent.__dict__)."""
 
 listeners: list[Callable[[str, tuple[str, int, str], int, int], None]] = []
 """Called after each counted construction with (kind, site, start_ns, end_ns); used by the
 telemetry layer for spans. Errors are contained like the hook's own."""
+
+
+# -- call sites --------------------------------------------------------------------------
+# One finder for every client hook: it skips wrapt and the packages of every patched target,
+# so a client that one library builds lazily for another (google-cloud-storage's requests
+# session, aiobotocore's aiohttp session) is blamed on the program's line, not the library's.
+_finder = SiteFinder((WRAPT_DIR,))
+_missing: list[str] = []
+"""Packages named by patched targets but not imported yet (looked up again at each record)."""
+_named: set[str] = set()
+
+
+def _skip_packages(names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in _named:
+            _named.add(name)
+            _missing.append(name)
+    _resolve_packages()
+
+
+def _resolve_packages() -> None:
+    found = []
+    for name in list(_missing):
+        directory = package_dir(name)
+        if directory is not None:
+            found.append(name)
+            # also code a library generates at run time, named after itself
+            # ("<sqlalchemy generated warned() wrapper for ...create_engine>")
+            _finder.add_skip(directory, f"<{name} ")
+    if found:  # a race with another thread only adds a prefix twice
+        _missing[:] = [name for name in _missing if name not in found]
 
 
 class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
@@ -70,19 +100,9 @@ class ConstructorHook:
         self.target = target
         self.owner = owner
         self.tracker = tracker
-        self.finder = SiteFinder((WRAPT_DIR,))
-        self._missing = list(target.packages)
+        self.finder = _finder
         self._kinds: dict[type, tuple[str, str | None]] = {}
-        self._resolve_packages()
-
-    def _resolve_packages(self) -> None:
-        found = []
-        for name in self._missing:
-            directory = package_dir(name)
-            if directory is not None:
-                found.append(name)
-                self.finder.add_skip(directory)
-        self._missing = [name for name in self._missing if name not in found]
+        _skip_packages(target.packages)
 
     def _kind_of(self, obj: object) -> tuple[str, str | None]:
         cls = type(obj)
@@ -106,6 +126,11 @@ class ConstructorHook:
         if depth or guard.is_off(PART):
             return wrapped(*args, **kwargs)
         token = _depth.set(depth + 1)
+        if not self.target.counts:  # e.g. Elasticsearch.options: nothing new inside
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                _depth.reset(token)
         start = time.perf_counter_ns()
         try:
             result = wrapped(*args, **kwargs)
@@ -116,8 +141,8 @@ class ConstructorHook:
             guard.fault_point(PART)
             obj = instance if self.target.is_class else result
             kind, base = self._kind_of(obj)
-            if self._missing:
-                self._resolve_packages()
+            if _missing:
+                _resolve_packages()
             subclass = base is not None and self.target.is_class
             site = self.finder.find(0, obj if subclass else None)
             self.tracker.record(kind, site, obj, base)

@@ -24,6 +24,7 @@ import _thread
 import itertools
 import time
 from _collections import deque  # type: ignore[import-not-found]
+from _contextvars import ContextVar
 from _weakref import ref
 
 TYPE_CHECKING = False
@@ -37,6 +38,11 @@ PRUNE_FROM = 8  # a site with this many thread counters drops those of ended thr
 MAX_NAMES = 4096  # thread names kept for reports (names of ended threads go first)
 OVERFLOW_FILE = "<other call sites>"
 LOCAL_KIND = "threading.local"
+
+CONSTRUCTION_DEPTH: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)
+"""How many counted client constructions are running in this context. Anything created inside
+one (a nested client, a ``threading.local`` a client keeps per instance) belongs to it and is
+not counted again."""
 
 CHURN = "churn"
 RETENTION = "retention"

@@ -205,10 +205,9 @@ class QuietMetricExporter(MetricExporter):
 
 
 def _suppress_own_counting(plan: Plan) -> None:
-    """Clients built by the exporters (the HTTP exporter's requests.Session) are not counted:
-    the constructor hooks see this thread as inside a construction already."""
-    if "http/protobuf" not in (plan.traces_protocol, plan.metrics_protocol):
-        return
+    """Clients built by the exporters (the HTTP exporter's requests.Session, the gRPC
+    exporter's grpc.Channel, both in the catalog) are not counted: the constructor hooks see
+    this thread as inside a construction already."""
     from leakagent import patcher  # a full import, even while another thread is importing it
 
     patcher._depth.set(1)

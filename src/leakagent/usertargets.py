@@ -1,0 +1,190 @@
+"""Targets chosen by the user: ``LEAKAGENT_TARGETS``, ``--target``, ``leakagent.track()``,
+and built-ins turned off with ``LEAKAGENT_DISABLED_TARGETS``.
+
+A spec is ``module:attribute`` (``pkg.clients:ApiClient``, ``pkg.factory:make_client``,
+``pkg.mod:Outer.Client``). Whether the attribute is a class or a factory is only known once the
+module is imported: a class gets its ``__init__`` wrapped (subclasses counted under their own
+name), a class whose ``__init__`` cannot be patched (a C type) and any other callable get the
+attribute itself wrapped (the returned object is counted). Nothing is imported early: a spec
+waits for its module to be imported, like the catalog.
+
+Imported at start-up by :mod:`leakagent.config`: keep it light (no wrapt, no importlib.util).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .targets import CATALOG, Target
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import ModuleType
+    from typing import Optional
+
+TARGETS_ENV = "LEAKAGENT_TARGETS"
+DISABLED_ENV = "LEAKAGENT_DISABLED_TARGETS"
+SPEC_FORM = "module:attribute, e.g. mypkg.clients:ApiClient or mypkg.factory:make_client"
+
+_HEAPTYPE = 1 << 9
+_IMMUTABLETYPE = 1 << 8  # Python 3.10+
+
+
+class Spec:
+    """One parsed ``module:attribute``."""
+
+    __slots__ = ("attribute", "module")
+
+    def __init__(self, module: str, attribute: str) -> None:
+        self.module = module
+        self.attribute = attribute
+
+    @property
+    def text(self) -> str:
+        """The normalised spec, also the target's name."""
+        return f"{self.module}:{self.attribute}"
+
+    def __repr__(self) -> str:
+        return f"Spec({self.text!r})"
+
+
+def _dotted(text: str) -> bool:
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
+def parse_spec(text: str) -> Spec:
+    """Parse ``module:attribute``; ValueError with the reason when malformed."""
+    if not isinstance(text, str):
+        raise ValueError(f"a target is a string ({SPEC_FORM}), not {type(text).__name__}")
+    module, colon, attribute = text.strip().partition(":")
+    module, attribute = module.strip(), attribute.strip()
+    if not colon:
+        raise ValueError(f"{text!r} has no ':' ({SPEC_FORM})")
+    if not _dotted(module):
+        raise ValueError(f"{text!r}: {module!r} is not a module name ({SPEC_FORM})")
+    if not _dotted(attribute):
+        raise ValueError(f"{text!r}: {attribute!r} is not an attribute name ({SPEC_FORM})")
+    return Spec(module, attribute)
+
+
+def parse_specs(value: str, source: str = TARGETS_ENV) -> tuple[list[Spec], list[str]]:
+    """The valid specs of a comma-separated list, and one problem line per malformed entry."""
+    specs: list[Spec] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    for entry in value.split(","):
+        if not entry.strip():
+            continue
+        try:
+            spec = parse_spec(entry)
+        except ValueError as exc:
+            problems.append(f"{source}: entry {entry.strip()!r} ignored: {exc}")
+            continue
+        if spec.text not in seen:
+            seen.add(spec.text)
+            specs.append(spec)
+    return specs, problems
+
+
+def parse_disabled(value: str, source: str = DISABLED_ENV) -> tuple[tuple[str, ...], list[str]]:
+    """Catalog names to turn off (``*``: all of them), and a problem per unknown name."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if "*" in names:
+        return ("*",), []
+    known = {target.name for target in CATALOG}
+    problems = [
+        f"{source}: {name!r} is not a built-in target name (see docs/targets.md); ignored"
+        for name in names
+        if name not in known
+    ]
+    return tuple(n for n in names if n in known), problems
+
+
+def select(catalog: Iterable[Target], disabled: Iterable[str]) -> list[Target]:
+    """The catalog entries to patch: enabled and not disabled by name (``*``: none)."""
+    off = set(disabled)
+    if "*" in off:
+        return []
+    return [t for t in catalog if t.enabled and t.name not in off]
+
+
+def _is_immutable(cls: type) -> bool:
+    flags = cls.__flags__
+    return not flags & _HEAPTYPE or bool(flags & _IMMUTABLETYPE)
+
+
+def target_for(spec: Spec, module: ModuleType) -> Target:
+    """The concrete target of ``spec`` in its imported ``module``; LookupError if unusable.
+
+    No package is skipped to find the call site: the direct caller of the class or factory is
+    the site (beyond leakagent, wrapt, the standard library and the built-in libraries). A
+    package skipped for one target is skipped for every client hook, and a program installed
+    under site-packages would otherwise lose every call site of its own.
+    """
+    obj: object = module
+    for part in spec.attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise LookupError(
+                f"target {spec.text!r}: {spec.module} has no attribute {spec.attribute!r}; "
+                "not tracked"
+            ) from None
+    packages: tuple[str, ...] = ()  # see the docstring
+    label = f"{spec.module}.{spec.attribute}"
+    if spec.attribute.endswith(".__init__"):
+        return Target(spec.text, spec.module, spec.attribute, kind=label[: -len(".__init__")],
+                      packages=packages)
+    if isinstance(obj, type):
+        if _is_immutable(obj):  # a C type: wrap the name, count what the call returns
+            return Target(spec.text, spec.module, spec.attribute, kind=label, packages=packages)
+        return Target(spec.text, spec.module, spec.attribute + ".__init__", kind=label,
+                      packages=packages)
+    if not callable(obj):
+        raise LookupError(
+            f"target {spec.text!r}: {spec.attribute} is a {type(obj).__name__}, "
+            "neither a class nor a function; not tracked"
+        )
+    return Target(spec.text, spec.module, spec.attribute, kind=None, packages=packages)
+
+
+def never_imported_problem(spec: Spec) -> Optional[str]:
+    """At exit, for a spec whose module was never imported: a warning if it does not exist.
+
+    A module that exists but was not imported by this process is normal (the variable is
+    inherited by every Python process of a container) and says nothing.
+    """
+    top = spec.module.partition(".")[0]
+    if top in sys.modules:
+        return None
+    import importlib.util  # only at exit, only for user targets left waiting
+
+    try:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return None
+    return (
+        f"target {spec.text!r}: no module named {top!r} in this interpreter; nothing was "
+        "tracked (a typo?)"
+    )
+
+
+def track(spec: str) -> bool:
+    """Count ``spec`` (``"module:attribute"``) like a built-in client, from now on.
+
+    Returns True when the running agent will count it (now, or once the module is imported),
+    False when no agent runs in this process (or client tracking is off). A malformed spec
+    raises ValueError. Instances created before the call are not counted; a factory bound by
+    ``from module import factory`` before the call is missed (classes are not).
+    """
+    parsed = parse_spec(spec)
+    from .bootstrap import get_agent
+
+    agent = get_agent()
+    if agent is None or not agent.config.track_clients:
+        return False
+    agent.watch(parsed)
+    return True
