@@ -154,7 +154,9 @@ class Agent:
         self.reporter.start()
         self.reporter.install_exit_hooks()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork_in_child)
+            os.register_at_fork(
+                before=_finish_lazy_imports, after_in_child=self._after_fork_in_child
+            )
         self._start_telemetry()
 
     def _start_telemetry(self) -> None:
@@ -197,6 +199,21 @@ def _root_pid() -> Optional[int]:
         return int(value)
     os.environ[ROOT_PID_ENV] = str(os.getpid())
     return os.getpid()
+
+
+def _finish_lazy_imports() -> None:
+    """Before a fork: import what the agent imports lazily, from any thread.
+
+    A module lock held at fork time by another thread (say, the report writer importing
+    ``json``, or a thread logging the first warning importing ``logging``) is never released
+    in the child, whose next import of that module hangs for ever (seen here with pre-fork
+    workers). Importing them here waits for such an import to finish before the fork.
+    """
+    try:
+        import json  # noqa: F401
+        import logging  # noqa: F401
+    except Exception:  # pragma: no cover
+        pass
 
 
 def _inject_test_faults(agent: Agent) -> None:
