@@ -41,6 +41,7 @@ class Plan:
     """What to export, read from the standard OpenTelemetry variables."""
 
     __slots__ = (
+        "export_interval_ms",
         "metrics",
         "metrics_protocol",
         "problems",
@@ -57,6 +58,7 @@ class Plan:
         self.metrics_protocol = DEFAULT_PROTOCOL
         self.prometheus_host = PROMETHEUS_HOST
         self.prometheus_port = PROMETHEUS_PORT
+        self.export_interval_ms: Optional[float] = None  # None: the SDK's default (60 s)
         self.problems: list[str] = []
 
     @property
@@ -125,6 +127,20 @@ def plan_from_env(environ: Optional[Mapping[str, str]] = None) -> Plan:
     host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip()
     if host:
         plan.prometheus_host = host
+    interval = env.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip()
+    if interval:
+        try:
+            millis = float(interval)
+        except ValueError:
+            millis = 0.0
+        if millis > 0 and millis == millis:  # not NaN
+            plan.export_interval_ms = millis
+        else:
+            plan.problems.append(
+                f"OTEL_METRIC_EXPORT_INTERVAL={interval!r} is not a positive number of "
+                "milliseconds; using the default 60000"
+            )
+            plan.export_interval_ms = 60000.0
     port = env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "").strip()
     if port:
         if port.isdigit() and 0 <= int(port) <= 65535:
@@ -269,7 +285,18 @@ def _set_up(agent: Agent, plan: Plan) -> None:
             _early.ready = telemetry
         telemetry.replay(creations, suspects, dropped)
     except Exception as exc:
-        if sys.is_finalizing() or _exit_deadline is not None:
+        if sys.is_finalizing():
+            log.info(f"telemetry not started: the program ended first ({exc!r})")
+            return
+        if isinstance(exc, ImportError):  # a broken or partial OpenTelemetry install
+            log.warning_once(
+                "otel-import",
+                f"telemetry export is off: OpenTelemetry cannot be imported ({exc}); "
+                "the report still works (pip install 'leakagent' brings opentelemetry-sdk "
+                "and opentelemetry-exporter-otlp)",
+            )
+            return
+        if _exit_deadline is not None:
             # The program ended before export was ready: nothing to report, not a bug.
             log.info(f"telemetry not started: the program ended first ({exc!r})")
             return

@@ -333,7 +333,11 @@ class Telemetry:
                     exporter = QuietMetricExporter(
                         _metric_exporter(name, self.plan.metrics_protocol)
                     )
-                    readers.append(PeriodicExportingMetricReader(exporter))
+                    readers.append(
+                        PeriodicExportingMetricReader(
+                            exporter, export_interval_millis=self.plan.export_interval_ms
+                        )
+                    )
             self.meter_provider = MeterProvider(
                 metric_readers=readers, resource=resource, shutdown_on_exit=False
             )
