@@ -157,7 +157,8 @@ def run(executable: str, command: Sequence[str], env: dict[str, str], code: int)
         _, status = os.waitpid(child, 0)
     finally:
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            # None: a handler not installed from Python; the default is the closest.
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
     returncode = os.waitstatus_to_exitcode(status)
     if returncode < 0:
         returncode = 128 - returncode

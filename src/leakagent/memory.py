@@ -328,7 +328,10 @@ class MemoryWatcher:
     # -- the report -----------------------------------------------------------------------
 
     def sections(self) -> dict[str, Any]:
-        """The ``memory`` and ``timeseries`` sections of the report (copies)."""
+        """The ``memory`` and ``timeseries`` sections of the report (copies); none when the
+        watcher is switched off."""
+        if not self.config.memory_watch:
+            return {}
         with self._lock:
             sites = [
                 {"id": site_id, **_site_fields(key)} for key, site_id in self._site_ids.items()

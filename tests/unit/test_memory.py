@@ -251,3 +251,11 @@ def test_series_is_bounded_and_keeps_the_whole_run() -> None:
     assert len(series["sites"]) <= memory.MAX_SERIES_SITES
     ids = {site["id"] for site in series["sites"]}
     assert all(entry[0] in ids for p in points for entry in p["sites"])
+
+
+def test_no_sections_when_switched_off() -> None:
+    fake = _Fake()
+    watcher = _watcher(Tracker(), fake, LEAKAGENT_MEMORY_WATCH="0")
+    assert watcher.sections() == {}
+    watcher.start(series=True)  # starts nothing
+    assert not watcher.running
