@@ -58,7 +58,6 @@ class Reporter:
         self.finish_hooks: list[Callable[[], None]] = []
         """Run at the end of :meth:`finish` (atexit, SIGTERM), each contained (telemetry flush)."""
         self._force = False
-        self._write_lock = _thread.RLock()
         self.memory = MemoryWatcher(
             tracker, config, rewrite_report=self.rewrite_now, report_path=lambda: self.path
         )
@@ -116,8 +115,7 @@ class Reporter:
             self._force = False
             data = report_mod.build(self.tracker, final=final, sections=self.memory.sections())
             if self.path:
-                with self._write_lock:  # the periodic thread and exit/SIGTERM may both write
-                    report_mod.write_json(data, self.path)
+                report_mod.write_json(data, self.path)
             self._written_generation = generation
             return data
         except OSError as exc:

@@ -381,7 +381,7 @@ class Tracker:
     def checkpoint(self) -> Checkpoint:
         """The counts now, to compare with later (:meth:`since`). O(sites + thread counters)."""
         with self._lock:
-            if self._freed:
+            if self._freed or self._ended:
                 self._drain()
             return {
                 key: (stats.created, stats.live, dict(stats.per_thread))
@@ -396,7 +396,7 @@ class Tracker:
         """
         found = []
         with self._lock:
-            if self._freed:
+            if self._freed or self._ended:
                 self._drain()
             for key, stats in self._sites.items():
                 created0, live0, threads0 = checkpoint.get(key, (0, 0, {}))
@@ -431,7 +431,7 @@ class Tracker:
         """(created, live, suspect, verdict) of every site, by key. O(sites), no copies of
         per-thread counters."""
         with self._lock:
-            if self._freed:
+            if self._freed or self._ended:
                 self._drain()
             return {
                 key: (s.created, s.live, s.suspect, s.verdict) for key, s in self._sites.items()
