@@ -141,7 +141,7 @@ def resolve_limit(config: Config) -> tuple[Optional[int], Optional[str]]:
         if config.memory_limit == 0:
             return None, None
         return config.memory_limit, "LEAKAGENT_MEMORY_LIMIT"
-    return cgroup_limit()
+    return cgroup_limit(config.cgroup_root)
 
 
 human_bytes = report_mod.human_bytes

@@ -143,6 +143,21 @@ def test_resolve_limit_prefers_the_variable() -> None:
     assert memory.resolve_limit(config) == (None, None)
 
 
+def test_resolve_limit_honours_the_cgroup_root(tmp_path: Path) -> None:
+    # Whatever this machine's /proc/self/cgroup says (v1, v2 or hybrid), the limit is read
+    # below LEAKAGENT_CGROUP_ROOT (shared with the OpenTelemetry layer).
+    _tree(
+        tmp_path,
+        {
+            "cgroup.controllers": "memory\n",
+            "memory.max": "123456789\n",
+            "memory/memory.limit_in_bytes": "123456789\n",
+        },
+    )
+    config = config_mod.load({"LEAKAGENT_CGROUP_ROOT": str(tmp_path)})
+    assert memory.resolve_limit(config)[0] == 123456789
+
+
 def test_read_rss_of_this_process() -> None:
     rss = memory.read_rss()
     assert rss is not None and rss > 1024 * 1024
