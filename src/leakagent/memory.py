@@ -75,12 +75,27 @@ def _page_size() -> int:
     return _PAGE[0]
 
 
-def _read_limit(path: str, unlimited_from: Optional[int]) -> Optional[int]:
+def _read_small(path: str) -> Optional[str]:
+    """A small file's text, read with ``os`` calls only.
+
+    ``open()`` would take io's locks and may import a codec module; this runs on the watcher
+    thread, and a lock or a module import held by it when another thread forks would hang
+    the child. ``os.open``/``os.read`` hold nothing of Python's.
+    """
     try:
-        with open(path, encoding="ascii") as handle:
-            text = handle.read().strip()
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
         return None
+    try:
+        return os.read(fd, 65536).decode("ascii", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_limit(path: str, unlimited_from: Optional[int]) -> Optional[int]:
+    text = (_read_small(path) or "").strip()
     if not text.isdigit():
         return None  # "max": no limit at this level
     value = int(text)
@@ -110,11 +125,10 @@ def cgroup_limit(
     root: str = CGROUP_ROOT, proc_cgroup: str = "/proc/self/cgroup"
 ) -> tuple[Optional[int], Optional[str]]:
     """(limit in bytes, where it was read) of this process's cgroup; (None, None) if none."""
-    try:
-        with open(proc_cgroup, encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
+    text = _read_small(proc_cgroup)
+    if text is None:
         return None, None
+    lines = text.splitlines()
     v2_path = v1_path = None
     for line in lines:
         number, _, rest = line.partition(":")
@@ -123,7 +137,7 @@ def cgroup_limit(
             v2_path = path
         elif "memory" in controllers.split(","):
             v1_path = path
-    if v2_path is not None and os.path.exists(os.path.join(root, "cgroup.controllers")):
+    if v2_path is not None and _read_small(os.path.join(root, "cgroup.controllers")) is not None:
         limits = _walk(root, v2_path, "memory.max", None)
         if limits:
             return min(limits), "cgroup v2 memory.max"
@@ -193,7 +207,11 @@ class MemoryWatcher:
     # -- the thread -----------------------------------------------------------------------
 
     def start(self, *, series: bool) -> None:
-        """Start the watcher thread (the limit is looked up there, not on the caller's)."""
+        """Start the watcher thread (the limit is looked up there, not on the caller's).
+
+        Also called in a forked child: the parent's watcher thread may have held the lock at
+        fork time, so the child gets a new one."""
+        self._lock = _thread.allocate_lock()
         self.reset()
         self._stopped = False
         self.series = series
