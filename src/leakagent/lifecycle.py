@@ -174,27 +174,11 @@ class Reporter:
         import atexit
 
         atexit.register(self.finish)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(before=self._before_fork)
         try:
             if _signal.getsignal(_signal.SIGTERM) == _signal.SIG_DFL:
                 _signal.signal(_signal.SIGTERM, self._on_sigterm)
         except (ValueError, OSError):  # not the main thread, or no signals here
             pass
-
-    def _before_fork(self) -> None:
-        """Finish, in the forking thread, the imports a child needs to write its report.
-
-        The writer thread imports ``json`` on its first write. A fork while it holds that
-        module's import lock leaves the lock held for ever in the child, whose own report
-        then hangs at exit (a pre-fork server forking right after start-up). Importing here
-        waits for such an import to complete; at-fork "before" hooks run with no lock held.
-        """
-        if self.path:
-            try:
-                import json  # noqa: F401
-            except Exception:  # pragma: no cover
-                pass
 
     def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
         self.finish()
