@@ -411,13 +411,13 @@ class Tracker:
                             best, best_serial = delta, serial
                 if best <= threshold:
                     continue
-                site = stats.as_dict()
+                site = stats.as_dict(self._names)
                 live = max(stats.live - live0, 0)
                 site.update(
                     created=stats.created - created0,
                     threads=threads,
                     max_per_thread=best,
-                    max_thread=stats.thread_names.get(best_serial, "?"),
+                    max_thread=self._names.get(best_serial, "?"),
                     live=live,
                     suspect=True,
                     verdict=RETENTION if live > threshold and live > threads else CHURN,
