@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from .tracker import Tracker
 
 PART = "memory"
+
+# Bound at import, when the agent starts: eventlet/gevent monkey-patching later replaces
+# time.sleep and os.read with green versions that must not run on this raw OS thread.
+_sleep = time.sleep
+_os_read = os.read
 MAX_POINTS = 120
 """Most points in the report's time series."""
 SITES_PER_POINT = 5
@@ -54,7 +59,7 @@ def read_rss(path: str = "/proc/self/statm") -> Optional[int]:
     except OSError:
         return None
     try:
-        data = os.read(fd, 200)
+        data = _os_read(fd, 200)
     finally:
         os.close(fd)
     fields = data.split()
@@ -87,7 +92,7 @@ def _read_small(path: str) -> Optional[str]:
     except OSError:
         return None
     try:
-        return os.read(fd, 65536).decode("ascii", "replace")
+        return _os_read(fd, 65536).decode("ascii", "replace")
     except OSError:
         return None
     finally:
@@ -233,7 +238,7 @@ class MemoryWatcher:
             interval = self.config.memory_interval
             while not self._stopped:
                 self.tick()
-                time.sleep(interval)
+                _sleep(interval)
         except Exception as exc:
             self.running = False
             guard.failed(PART, exc)
