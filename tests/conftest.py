@@ -14,6 +14,9 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
+# pytester runs the pytest plugin's own test files (tests/integration/test_pytest_plugin.py).
+pytest_plugins = ["pytester"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(

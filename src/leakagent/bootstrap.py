@@ -238,13 +238,16 @@ def get_agent() -> Optional[Agent]:
     return _agent
 
 
-def start() -> Optional[Agent]:
-    """Start the agent once per process. Never raises (except in strict test mode)."""
+def start(config: Optional[Config] = None) -> Optional[Agent]:
+    """Start the agent once per process. Never raises (except in strict test mode).
+
+    ``config`` replaces the environment's (the pytest plugin's in-process mode)."""
     global _agent
     if _agent is not None:
         return _agent
     try:
-        config = config_mod.load()
+        if config is None:
+            config = config_mod.load()
         log.set_level(config.log_level)
         if not config.enabled:
             return None

@@ -15,6 +15,7 @@ import sys
 
 from . import __version__
 from .config import SETTINGS, SUMMARY_MODES
+from .gate import EXIT_SUSPECTS, parse_code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="leakagent",
-        usage="leakagent [options] COMMAND [ARGS...]",
+        usage=(
+            "leakagent [options] COMMAND [ARGS...]\n"
+            "       leakagent report REPORT.json [--html OUT.html]"
+        ),
         description=(
             "Run COMMAND with the leakagent agent loaded into every Python process it starts. "
             "The agent counts threading.local and client instantiations per call site and "
@@ -174,6 +178,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     add(
         "--disable", action="store_true", help="run COMMAND without the agent (LEAKAGENT_ENABLED=0)"
+    )
+    add(
+        "--fail-on-suspect",
+        nargs="?",
+        const="",
+        metavar="=CODE",
+        help="CI gate: run COMMAND as a child and exit with CODE (default "
+        f"{EXIT_SUSPECTS}) when it succeeded but a suspect was found; a failing COMMAND's "
+        "own exit code wins (docs/ci-gate.md). Write the code as --fail-on-suspect=CODE",
     )
     add(
         "--sitecustomize-dir",
@@ -311,8 +324,19 @@ def _through_opentelemetry_instrument(command: list[str]) -> list[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``leakagent`` command."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["report"]:  # a program named "report": leakagent -- report
+        from .viewer import main as view
+
+        return view(arguments[1:])
     parser = _parser()
-    options = parser.parse_args(_optional_values(parser, sys.argv[1:] if argv is None else argv))
+    # A bare --fail-on-suspect must not take the command's first word for its CODE: write it
+    # --fail-on-suspect= (one token for one, so the command is still the list's tail).
+    options = parser.parse_args(
+        _optional_values(
+            parser, ["--fail-on-suspect=" if a == "--fail-on-suspect" else a for a in arguments]
+        )
+    )
     try:
         directory = sitecustomize_dir()
     except FileNotFoundError as exc:
@@ -321,7 +345,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if options.sitecustomize_dir:
         print(directory)
         return 0
-    command = list(options.command)
+    command = arguments[len(arguments) - len(options.command) :] if options.command else []
+    gate_code = None
+    if options.fail_on_suspect is not None:
+        value = options.fail_on_suspect
+        gate_code = EXIT_SUSPECTS if value == "" else parse_code(value)
+        if gate_code is None:
+            parser.error(f"--fail-on-suspect={value}: the exit code must be 1-255")
     if command and command[0] == "--":
         command = command[1:]
     if not command:
@@ -340,6 +370,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "sitecustomize: the agent will not load in this process\n"
         )
     env = _environment(options, directory)
+    if gate_code is not None:
+        from . import gate
+
+        return gate.run(executable, command, env, gate_code)
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -106,6 +106,30 @@ SETTINGS: tuple[Setting, ...] = (
         "Built-in targets not to count, comma-separated names from docs/targets.md "
         "(e.g. requests.Session), or * for all of them.",
     ),
+    Setting(
+        "LEAKAGENT_MEMORY_WATCH",
+        "1",
+        "Watch the process memory (RSS) on a background thread: early warnings near the "
+        "memory limit, and the time series of the report.",
+    ),
+    Setting(
+        "LEAKAGENT_MEMORY_LIMIT",
+        "",
+        "Memory limit the warnings are relative to, in bytes; suffixes k/M/G/T (x1000) and "
+        "Ki/Mi/Gi/Ti (x1024) accepted, 'none' for no limit. Unset: the container's cgroup "
+        "limit (v2 memory.max, v1 memory.limit_in_bytes), if any.",
+    ),
+    Setting(
+        "LEAKAGENT_MEMORY_WARN_AT",
+        "0.7,0.9",
+        "Fractions of the memory limit at which one warning line is written (once each) "
+        "and the report is rewritten at once; comma-separated, each in (0, 1].",
+    ),
+    Setting(
+        "LEAKAGENT_MEMORY_INTERVAL",
+        "1",
+        "Seconds between two reads of the process memory.",
+    ),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -128,6 +152,10 @@ class Config:
         max_sites: int = 10_000,
         max_live_refs: int = 200_000,
         log_level: str = "WARNING",
+        memory_watch: bool = True,
+        memory_limit: Optional[int] = None,
+        memory_warn_at: tuple[float, ...] = (0.7, 0.9),
+        memory_interval: float = 1.0,
         problems: tuple[str, ...] = (),
         otel_max_series: int = 500,
         otel_span_rate: int = 10,
@@ -146,6 +174,11 @@ class Config:
         self.max_sites = max_sites
         self.max_live_refs = max_live_refs
         self.log_level = log_level
+        self.memory_watch = memory_watch
+        self.memory_limit = memory_limit
+        """Bytes; None: read the cgroup limit; 0: no limit (``none``)."""
+        self.memory_warn_at = memory_warn_at
+        self.memory_interval = memory_interval
         self.problems = problems
         self.otel_max_series = otel_max_series
         self.otel_span_rate = otel_span_rate
@@ -170,7 +203,8 @@ class _Reader:
 
     def _bad(self, name: str, value: str, expected: str) -> None:
         self.problems.append(
-            f"{name}={value!r} is not {expected}; using the default {_DEFAULTS[name]!r}"
+            f"{name}={value!r} is not {expected}; "
+            + (f"using the default {_DEFAULTS[name]!r}" if _DEFAULTS[name] else "ignoring it")
         )
 
     def flag(self, name: str) -> bool:
@@ -192,6 +226,29 @@ class _Reader:
             self._bad(name, value, f"a number >= {minimum:g}")
             return convert(_DEFAULTS[name])
         return number
+
+    def size(self, name: str) -> Optional[int]:
+        """A number of bytes with an optional suffix; None when unset; 0 for ``none``."""
+        value = self.environ.get(name, "").strip()
+        if not value:
+            return None
+        if value.lower() in ("none", "max", "unlimited"):
+            return 0
+        size = parse_size(value)
+        if size is None:
+            self._bad(name, value, "a size in bytes (e.g. 536870912, 512Mi, 1G) or 'none'")
+        return size
+
+    def fractions(self, name: str) -> tuple[float, ...]:
+        value = self.raw(name)
+        try:
+            found = sorted({float(part) for part in value.split(",") if part.strip()})
+        except ValueError:
+            found = []
+        if not found or not all(0.0 < f <= 1.0 for f in found):
+            self._bad(name, value, "comma-separated fractions in (0, 1]")
+            return tuple(float(f) for f in _DEFAULTS[name].split(","))
+        return tuple(found)
 
     def choice(self, name: str, choices: tuple[str, ...]) -> str:
         value = self.raw(name).lower()
@@ -230,10 +287,46 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         otel_span_rate=int(reader.number("LEAKAGENT_OTEL_SPAN_RATE", int, 0)),
         otel_exit_timeout=reader.number("LEAKAGENT_OTEL_EXIT_TIMEOUT", float, 0.0),
         cgroup_root=reader.raw("LEAKAGENT_CGROUP_ROOT"),
+        memory_watch=reader.flag("LEAKAGENT_MEMORY_WATCH"),
+        memory_limit=reader.size("LEAKAGENT_MEMORY_LIMIT"),
+        memory_warn_at=reader.fractions("LEAKAGENT_MEMORY_WARN_AT"),
+        memory_interval=reader.number("LEAKAGENT_MEMORY_INTERVAL", float, 0.01),
         problems=tuple(reader.problems),
         targets=tuple(spec.text for spec in specs),
         disabled_targets=disabled,
     )
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+
+
+def parse_size(text: str) -> Optional[int]:
+    """Bytes from ``536870912``, ``512Mi``, ``1G``, ``1.5GiB``, ``64k``; None if malformed.
+
+    k/M/G/T/P are powers of 1000 and Ki/Mi/Gi/Ti/Pi powers of 1024 (as in Kubernetes);
+    letters are case-insensitive and a trailing ``B`` is allowed. No regex: this runs at
+    start-up, where ``import re`` would cost time.
+    """
+    value = text.strip().lower()
+    if value.endswith("b"):
+        value = value[:-1]
+    binary = value.endswith("i")
+    if binary:
+        value = value[:-1]
+    unit = value[-1:] if value[-1:] in _UNITS and value[-1:] else ""
+    if unit:
+        value = value[:-1]
+    elif binary:
+        return None  # a lone "i"
+    value = value.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not (number >= 0) or number == float("inf") or "_" in value:
+        return None
+    factor = 1024 ** (" kmgtp".index(unit)) if binary else _UNITS[unit]
+    return int(number * factor)
 
 
 def warn_problems(config: Config) -> None:

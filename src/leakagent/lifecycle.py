@@ -17,6 +17,7 @@ import sys
 
 from . import guard, log
 from . import report as report_mod
+from .memory import MemoryWatcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,10 +53,14 @@ class Reporter:
         self._writing = _thread.RLock()  # the writer thread and finish() never write at once
         self._stopped = False
         self._done = False
-        self._written_generation = -1
+        self._written_generation: object = -1
         self._thread_started = False
         self.finish_hooks: list[Callable[[], None]] = []
         """Run at the end of :meth:`finish` (atexit, SIGTERM), each contained (telemetry flush)."""
+        self._force = False
+        self.memory = MemoryWatcher(
+            tracker, config, rewrite_report=self.rewrite_now, report_path=lambda: self.path
+        )
 
     # -- periodic -------------------------------------------------------------------------
 
@@ -64,9 +69,13 @@ class Reporter:
         self._done = False
         self._stopped = False
         self._written_generation = -1
+        if self.config.report_path:
+            self.path = report_path_for(self.config.report_path, os.getpid(), self.root_pid)
+        # The memory watcher warns near the memory limit even without a report; with one, it
+        # also samples the report's time series.
+        self.memory.start(series=bool(self.path))
         if not self.config.report_path:
             return
-        self.path = report_path_for(self.config.report_path, os.getpid(), self.root_pid)
         self._wake = _thread.allocate_lock()
         self._wake.acquire()
         _thread.start_new_thread(self._loop, ())
@@ -85,6 +94,11 @@ class Reporter:
         except RuntimeError:  # already awake
             pass
 
+    def rewrite_now(self) -> None:
+        """Rewrite the report at once even if the counts did not change (memory warning)."""
+        self._force = True
+        self.wake()
+
     def write(self, *, final: bool) -> Optional[dict[str, Any]]:
         """Write the JSON report if anything changed (always when ``final``). Never raises."""
         if guard.is_off(PART):
@@ -95,10 +109,11 @@ class Reporter:
     def _write(self, final: bool) -> Optional[dict[str, Any]]:
         try:
             guard.fault_point(PART)
-            generation = self.tracker.generation
-            if not final and generation == self._written_generation:
+            generation = (self.tracker.generation, self.memory.version)
+            if not final and not self._force and generation == self._written_generation:
                 return None
-            data = report_mod.build(self.tracker, final=final)
+            self._force = False
+            data = report_mod.build(self.tracker, final=final, sections=self.memory.sections())
             if self.path:
                 report_mod.write_json(data, self.path)
             self._written_generation = generation
@@ -124,6 +139,8 @@ class Reporter:
         self._stopped = True
         self.wake()
         try:
+            self.memory.stop()
+            self.memory.final_point()
             data = self.write(final=True)
             if data is None:
                 return

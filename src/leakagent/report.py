@@ -50,6 +50,10 @@ def _iso(timestamp: Optional[float]) -> Optional[str]:
     return f"{seconds}.{int(timestamp % 1 * 1000):03d}Z"
 
 
+iso = _iso
+"""ISO 8601 UTC with milliseconds, as everywhere in the report."""
+
+
 def _site_json(site: dict[str, Any]) -> dict[str, Any]:
     out = dict(site)
     for key in ("first_seen", "last_seen", "suspect_since"):
@@ -59,10 +63,13 @@ def _site_json(site: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build(tracker: Tracker, *, final: bool = False) -> dict[str, Any]:
-    """The JSON-ready report of ``tracker`` now."""
+def build(
+    tracker: Tracker, *, final: bool = False, sections: Optional[dict[str, Any]] = None
+) -> dict[str, Any]:
+    """The JSON-ready report of ``tracker`` now; ``sections`` adds top-level sections
+    (``memory`` and ``timeseries`` from :mod:`leakagent.memory`)."""
     sites = [_site_json(s) for s in tracker.snapshot()]
-    return {
+    data = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": _iso(time.time()),
         "final": final,
@@ -79,6 +86,9 @@ def build(tracker: Tracker, *, final: bool = False) -> dict[str, Any]:
         "suspects": [s for s in sites if s["suspect"]],
         "sites": sites,
     }
+    if sections:
+        data.update(sections)
+    return data
 
 
 def display_path(path: str) -> str:
@@ -154,12 +164,33 @@ def render_text(report: dict[str, Any], *, all_sites: bool = False) -> str:
             )
     elif others and suspects:
         lines.append(f"  ({len(others)} other call sites tracked, none suspect)")
+    memory = report.get("memory")
+    if memory and memory.get("warnings"):
+        last = memory["warnings"][-1]
+        lines.append(
+            f"  memory: RSS peaked at {human_bytes(memory.get('rss_peak'))} of a "
+            f"{human_bytes(memory.get('limit'))} limit; warned at "
+            + ", ".join(f"{w['fraction']:.0%}" for w in memory["warnings"])
+            + f" (last at {last['at']})"
+        )
     if totals.get("overflowed"):
         lines.append(
             f"  ({totals['overflowed']} creations at call sites beyond LEAKAGENT_MAX_SITES "
             "were counted together)"
         )
     return "\n".join(lines)
+
+
+def human_bytes(value: Optional[float]) -> str:
+    """``734.0 MiB``."""
+    if value is None:
+        return "?"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def write_json(report: dict[str, Any], path: str) -> None:

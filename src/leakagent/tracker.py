@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
     from .callsite import Site
 
+    Checkpoint = dict[tuple[str, str, int, str], tuple[int, int, dict[int, int]]]
+
 THREADS_PER_SITE = 128
 PRUNE_FROM = 8  # a site with this many thread counters drops those of ended threads
 MAX_NAMES = 4096  # thread names kept for reports (names of ended threads go first)
@@ -372,4 +374,65 @@ class Tracker:
                 "suspects": sum(1 for s in self._sites.values() if s.suspect),
                 "overflowed": self.overflowed,
                 "threads_alive": len(self._alive),
+            }
+
+    # -- scoped readers (pytest plugin, memory watcher); never on the hot path -------------
+
+    def checkpoint(self) -> Checkpoint:
+        """The counts now, to compare with later (:meth:`since`). O(sites + thread counters)."""
+        with self._lock:
+            if self._freed or self._ended:
+                self._drain()
+            return {
+                key: (stats.created, stats.live, dict(stats.per_thread))
+                for key, stats in self._sites.items()
+            }
+
+    def since(self, checkpoint: Checkpoint, threshold: int) -> list[dict[str, Any]]:
+        """Sites where one thread created more than ``threshold`` instances since ``checkpoint``.
+
+        The copies carry the counts of the interval (``created``, ``threads``,
+        ``max_per_thread``, ``max_thread``, ``live`` grown) and a verdict computed from them.
+        """
+        found = []
+        with self._lock:
+            if self._freed or self._ended:
+                self._drain()
+            for key, stats in self._sites.items():
+                created0, live0, threads0 = checkpoint.get(key, (0, 0, {}))
+                if stats.created - created0 <= threshold:
+                    continue  # no thread can have crossed it
+                best, best_serial, threads = 0, 0, 0
+                for serial, count in stats.per_thread.items():
+                    delta = count - threads0.get(serial, 0)
+                    if delta > 0:
+                        threads += 1
+                        if delta > best:
+                            best, best_serial = delta, serial
+                if best <= threshold:
+                    continue
+                site = stats.as_dict(self._names)
+                live = max(stats.live - live0, 0)
+                site.update(
+                    created=stats.created - created0,
+                    threads=threads,
+                    max_per_thread=best,
+                    max_thread=self._names.get(best_serial, "?"),
+                    live=live,
+                    suspect=True,
+                    verdict=RETENTION if live > threshold and live > threads else CHURN,
+                    top_threads=[],
+                )
+                found.append(site)
+        found.sort(key=lambda s: -s["max_per_thread"])
+        return found
+
+    def live_counts(self) -> dict[tuple[str, str, int, str], tuple[int, int, bool, Optional[str]]]:
+        """(created, live, suspect, verdict) of every site, by key. O(sites), no copies of
+        per-thread counters."""
+        with self._lock:
+            if self._freed or self._ended:
+                self._drain()
+            return {
+                key: (s.created, s.live, s.suspect, s.verdict) for key, s in self._sites.items()
             }
