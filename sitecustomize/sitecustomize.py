@@ -5,6 +5,9 @@ program under the ``leakagent`` launcher. Nothing here may raise into the progra
 """
 
 
+_MARKER = '"""leakagent\'s sitecustomize'
+
+
 def _start_agent():
     try:
         from leakagent.bootstrap import start
@@ -17,38 +20,52 @@ def _start_agent():
 
 
 def _chain_to_next_sitecustomize():
-    """Import the sitecustomize that this one shadows, if any (it must still run, once)."""
+    """Run the sitecustomize that this one shadows, if any (it must still run, once).
+
+    It is looked up with ``PathFinder`` on a filtered copy of ``sys.path``: editing
+    ``sys.path`` itself would race with threads importing at the same time (the telemetry
+    set-up thread). Other copies of leakagent's own sitecustomize are passed over.
+    """
     import os
     import sys
+    from importlib import _bootstrap
+    from importlib.machinery import PathFinder
 
-    here = os.path.normcase(os.path.realpath(os.path.dirname(os.path.abspath(__file__))))
-
-    def is_here(entry):
+    def directory_of(entry):
         try:
-            return os.path.normcase(os.path.realpath(entry or os.curdir)) == here
+            return os.path.normcase(os.path.realpath(entry or os.curdir))
         except (OSError, ValueError):
+            return entry
+
+    def is_leakagent(origin):
+        try:
+            with open(origin, encoding="utf-8", errors="replace") as handle:
+                return handle.read(200).startswith(_MARKER)
+        except OSError:
             return False
 
-    ours = sys.modules.pop("sitecustomize", None)
-    removed = [(index, entry) for index, entry in enumerate(sys.path) if is_here(entry)]
-    for index, _ in reversed(removed):
-        del sys.path[index]
+    excluded = {directory_of(os.path.dirname(os.path.abspath(__file__)))}
+    while True:
+        path = [entry for entry in sys.path if directory_of(entry) not in excluded]
+        spec = PathFinder.find_spec("sitecustomize", path)
+        if spec is None or spec.loader is None:
+            return
+        if spec.origin and is_leakagent(spec.origin):
+            excluded.add(directory_of(os.path.dirname(spec.origin)))
+            continue
+        break
+    ours = sys.modules.get("sitecustomize")
+    module = _bootstrap.module_from_spec(spec)
+    sys.modules["sitecustomize"] = module
     try:
-        __import__("sitecustomize")
-    except ImportError as exc:
-        if exc.name != "sitecustomize":
-            sys.stderr.write(f"Error in sitecustomize; set PYTHONVERBOSE for traceback:\n{exc!r}\n")
+        spec.loader.exec_module(module)
     except Exception as exc:  # what site.py would print for the program's own sitecustomize
+        if ours is not None:
+            sys.modules["sitecustomize"] = ours
         sys.stderr.write(
             f"Error in sitecustomize; set PYTHONVERBOSE for traceback:\n"
             f"{type(exc).__name__}: {exc}\n"
         )
-    finally:
-        for index, entry in removed:  # keep whatever the next sitecustomize changed
-            if entry not in sys.path:
-                sys.path.insert(index, entry)
-        if "sitecustomize" not in sys.modules and ours is not None:
-            sys.modules["sitecustomize"] = ours
 
 
 try:

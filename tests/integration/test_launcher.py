@@ -302,3 +302,23 @@ def test_malformed_settings_warn_once_and_the_program_runs(tmp_path: Path) -> No
     assert result.returncode == 0 and result.stdout == "ok\n"
     assert result.stderr.count("LEAKAGENT_THRESHOLD='-4'") == 1
     assert result.stderr.count("LEAKAGENT_SUMMARY='loud'") == 1
+
+
+def test_another_copy_of_our_sitecustomize_is_passed_over(tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "sitecustomize.py").write_text(
+        (Path(sitecustomize_dir()) / "sitecustomize.py").read_text()
+    )
+    user_dir = tmp_path / "user"
+    user_dir.mkdir()
+    write_script(user_dir, """
+        import sys
+        sys.stderr.write("user sitecustomize ran\\n")
+    """, name="sitecustomize.py")
+    script = write_script(tmp_path, PROBE)
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(copy), str(user_dir)]))
+    result = run_container_mode([str(script)], env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "proxied\n"
+    assert result.stderr.count("user sitecustomize ran") == 1
