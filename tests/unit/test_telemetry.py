@@ -4,14 +4,12 @@ call site, span rate), memory and cgroup limits, the launcher flags. No OpenTele
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from leakagent import cli, config
 from leakagent.telemetry import plan_from_env
 from leakagent.telemetry.limits import OVERFLOW, SeriesMap, SpanLimiter
-from leakagent.telemetry.memory import cgroup_memory_limit, rss_bytes
 
 
 def test_nothing_configured_means_no_export() -> None:
@@ -132,48 +130,6 @@ def test_span_limiter_bounds_its_sites() -> None:
     assert limiter.allow(("k", "f", 1, ""), 0.0) == 0
     assert limiter.allow(("k", "f", 2, ""), 0.0) == 0
     assert limiter.allow(("k", "f", 3, ""), 0.0) is None
-
-
-def test_rss_is_known_on_linux() -> None:
-    rss = rss_bytes()
-    if sys.platform.startswith("linux"):
-        assert rss is not None and rss > 1_000_000
-
-
-def test_cgroup_v2_limit(tmp_path: Path) -> None:
-    proc = tmp_path / "cgroup-file"
-    proc.write_text("0::/kubepods/pod1/c1\n")
-    own = tmp_path / "root" / "kubepods" / "pod1" / "c1"
-    own.mkdir(parents=True)
-    (own / "memory.max").write_text("536870912\n")
-    assert cgroup_memory_limit(str(tmp_path / "root"), str(proc)) == (
-        536870912,
-        str(own / "memory.max"),
-    )
-    (own / "memory.max").write_text("max\n")
-    assert cgroup_memory_limit(str(tmp_path / "root"), str(proc)) is None
-
-
-def test_cgroup_v2_namespace_root(tmp_path: Path) -> None:
-    proc = tmp_path / "cgroup-file"
-    proc.write_text("0::/\n")
-    (tmp_path / "memory.max").write_text("1073741824\n")
-    assert cgroup_memory_limit(str(tmp_path), str(proc))[0] == 1073741824  # type: ignore[index]
-
-
-def test_cgroup_v1_limit_and_unlimited(tmp_path: Path) -> None:
-    proc = tmp_path / "cgroup-file"
-    proc.write_text("4:memory:/docker/abc\n1:cpu:/docker/abc\n")
-    directory = tmp_path / "memory" / "docker" / "abc"
-    directory.mkdir(parents=True)
-    (directory / "memory.limit_in_bytes").write_text("268435456\n")
-    assert cgroup_memory_limit(str(tmp_path), str(proc))[0] == 268435456  # type: ignore[index]
-    (directory / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # no limit
-    assert cgroup_memory_limit(str(tmp_path), str(proc)) is None
-
-
-def test_no_cgroup_at_all(tmp_path: Path) -> None:
-    assert cgroup_memory_limit(str(tmp_path / "none"), str(tmp_path / "missing")) is None
 
 
 def test_settings_are_documented_and_validated() -> None:

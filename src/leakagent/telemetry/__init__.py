@@ -173,9 +173,10 @@ _agent: Optional[Agent] = None
 def _current_context() -> Any:
     """The program's current OpenTelemetry context, if the program imported the API."""
     context = sys.modules.get("opentelemetry.context")
-    if context is None:
-        return None
-    return context.get_current()
+    if context is None or getattr(context.__spec__, "_initializing", False):
+        return None  # not imported, or being imported right now (by the set-up thread)
+    get_current = getattr(context, "get_current", None)
+    return None if get_current is None else get_current()
 
 
 def _on_creation(kind: str, site: tuple[str, int, str], start_ns: int, end_ns: int) -> None:

@@ -46,6 +46,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from leakagent import __version__, guard, log
+from leakagent.memory import read_rss, resolve_limit
 from leakagent.telemetry import PART, Plan
 from leakagent.telemetry.limits import (
     FILE,
@@ -56,7 +57,6 @@ from leakagent.telemetry.limits import (
     SeriesMap,
     SpanLimiter,
 )
-from leakagent.telemetry.memory import cgroup_memory_limit, rss_bytes
 from leakagent.tracker import LOCAL_KIND
 
 TYPE_CHECKING = False
@@ -305,7 +305,8 @@ class Telemetry:
         self._global_meter_seen = False
         self._snapshot: tuple[float, list[dict[str, Any]]] = (0.0, [])
         self._snapshot_lock = threading.Lock()
-        self._memory_limit = cgroup_memory_limit(self.config.cgroup_root)
+        # The limit the memory warning uses: LEAKAGENT_MEMORY_LIMIT, else the cgroup's.
+        self._memory_limit = resolve_limit(self.config)[0]
         self._time_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._finished = False
 
@@ -499,11 +500,11 @@ class Telemetry:
         return [Observation(count, {KIND: kind}) for kind, count in kinds.items()]
 
     def _observe_memory(self) -> Iterable[Observation]:
-        rss = rss_bytes()
+        rss = read_rss()
         return [] if rss is None else [Observation(rss)]
 
     def _observe_memory_limit(self) -> Iterable[Observation]:
-        return [] if self._memory_limit is None else [Observation(self._memory_limit[0])]
+        return [] if self._memory_limit is None else [Observation(self._memory_limit)]
 
     # -- spans ----------------------------------------------------------------------------
 
