@@ -144,6 +144,7 @@ def scraped_program(tmp_path: Path) -> Iterator[tuple[Prometheus, subprocess.Pop
     stop = tmp_path / "stop"
     cgroup = tmp_path / "cgroup"  # a cgroup v2 mount with a memory limit, as in a container
     cgroup.mkdir()
+    (cgroup / "cgroup.controllers").write_text("cpu io memory pids\n")
     (cgroup / "memory.max").write_text(f"{MEMORY_LIMIT}\n")
     metrics_port = free_port()
     program = subprocess.Popen(
