@@ -269,7 +269,9 @@ def _optional_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> li
     takes_value = {
         flag
         for action in parser._actions
-        if action.option_strings and action.nargs is None and action.const is None
+        if action.option_strings
+        and action.nargs is None
+        and action.const is None
         and not isinstance(action, (argparse._StoreTrueAction, argparse._VersionAction))
         for flag in action.option_strings
     }

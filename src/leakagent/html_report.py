@@ -54,9 +54,7 @@ def charts(data: dict[str, Any]) -> list[str]:
     live_chart = _chart("Live instances", "instances")
     live_chart.add("all call sites", [(t, p.get("live", 0)) for t, p in zip(times, points)])
     for site, _created, live in series_sites(data)[:5]:
-        label = (
-            f"{site['kind']} at {report_mod.display_path(site['file'])}:{site['line']}"
-        )
+        label = f"{site['kind']} at {report_mod.display_path(site['file'])}:{site['line']}"
         live_chart.add(label, list(zip(times, live)))
     return [str(rss_chart.render()), str(live_chart.render())]
 
@@ -67,7 +65,7 @@ def write_html(data: dict[str, Any], path: str, text: str) -> None:
     title = f"leakagent report, pid {process.get('pid')}"
     body = "\n".join(f"<figure>{svg}</figure>" for svg in charts(data))
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}pre{background:#f6f6f6;padding:1em;"
         "overflow-x:auto}figure{margin:1em 0}</style></head><body>"

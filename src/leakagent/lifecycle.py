@@ -50,7 +50,9 @@ class Reporter:
         self.root_pid = root_pid
         self.path: Optional[str] = None
         self._wake = _thread.allocate_lock()
-        self._writing = _thread.RLock()  # the writer thread and finish() never write at once
+        # The writer thread and finish() never write at once. A plain lock: eventlet turns
+        # existing RLocks into green ones, which hang when a real thread takes them.
+        self._writing = _thread.allocate_lock()
         self._stopped = False
         self._done = False
         self._written_generation: object = -1
@@ -76,6 +78,11 @@ class Reporter:
         self.memory.start(series=bool(self.path))
         if not self.config.report_path:
             return
+        # Imported here, not on the writer thread: once eventlet or gevent has patched
+        # ``_thread``, an import on a thread that is not theirs takes a green import lock and
+        # hangs (and the exit with it, waiting for the writer).
+        import json  # noqa: F401
+
         self._wake = _thread.allocate_lock()
         self._wake.acquire()
         _thread.start_new_thread(self._loop, ())
@@ -181,7 +188,12 @@ class Reporter:
             pass
 
     def _on_sigterm(self, signum: int, frame: Optional[FrameType]) -> None:
-        self.finish()
+        # This handler may have interrupted the main thread inside the tracker's (plain)
+        # lock: then the final report cannot be built here; the periodic one stands.
+        lock = self.tracker._lock
+        if lock.acquire(timeout=1.0):
+            lock.release()
+            self.finish()
         # Die of SIGTERM exactly as without the agent.
         _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
         os.kill(os.getpid(), _signal.SIGTERM)
@@ -189,5 +201,5 @@ class Reporter:
     def after_fork_in_child(self) -> None:
         """The child writes its own report file and summary."""
         self._thread_started = False
-        self._writing = _thread.RLock()  # the parent's may have been held at fork time
+        self._writing = _thread.allocate_lock()  # the parent's may have been held at fork time
         self.start()

@@ -2,8 +2,10 @@
 
 Imports neither wrapt nor OpenTelemetry, and nothing heavy: it is on the start-up path.
 
-* Counts are exact: every update happens under one re-entrant lock (re-entrant so a signal
-  handler that writes the report on the main thread cannot deadlock against it).
+* Counts are exact: every update happens under one plain lock. Not an RLock: eventlet's
+  ``monkey_patch()`` turns every existing RLock into a green one, which hangs when a real
+  thread (the report writer) takes it. The SIGTERM handler, which may interrupt the main
+  thread inside the lock, checks it first (``lifecycle.Reporter``).
 * Live instances are watched with weak references, never strong ones. A weakref callback
   runs on whatever thread frees the object (or runs the garbage collector), possibly while
   that thread holds the lock, and possibly inside a deallocator: the callback is the C
@@ -124,8 +126,7 @@ class SiteStats:
             "last_seen": self.last_seen,
             "suspect_since": self.suspect_since or None,
             "top_threads": [
-                {"thread": names.get(serial, "?"), "created": count}
-                for serial, count in top
+                {"thread": names.get(serial, "?"), "created": count} for serial, count in top
             ],
         }
 
@@ -190,7 +191,9 @@ class Tracker:
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self._lock = _thread.RLock()
+        # A plain lock, not an RLock: eventlet's monkey_patch() turns every existing RLock
+        # into a green one, which then hangs when a real thread (the report writer) uses it.
+        self._lock = _thread.allocate_lock()
         self._sites: dict[tuple[str, str, int, str], SiteStats] = {}
         self._refs: dict[int, _Watch] = {}
         self._freed: deque[_Watch] = deque()  # dead references, queued by the callback

@@ -134,13 +134,19 @@ def target_for(spec: Spec, module: ModuleType) -> Target:
     packages: tuple[str, ...] = ()  # see the docstring
     label = f"{spec.module}.{spec.attribute}"
     if spec.attribute.endswith(".__init__"):
-        return Target(spec.text, spec.module, spec.attribute, kind=label[: -len(".__init__")],
-                      packages=packages)
+        return Target(
+            spec.text,
+            spec.module,
+            spec.attribute,
+            kind=label[: -len(".__init__")],
+            packages=packages,
+        )
     if isinstance(obj, type):
         if _is_immutable(obj):  # a C type: wrap the name, count what the call returns
             return Target(spec.text, spec.module, spec.attribute, kind=label, packages=packages)
-        return Target(spec.text, spec.module, spec.attribute + ".__init__", kind=label,
-                      packages=packages)
+        return Target(
+            spec.text, spec.module, spec.attribute + ".__init__", kind=label, packages=packages
+        )
     if not callable(obj):
         raise LookupError(
             f"target {spec.text!r}: {spec.attribute} is a {type(obj).__name__}, "

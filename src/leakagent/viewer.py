@@ -255,8 +255,7 @@ def main(argv: Sequence[str]) -> int:
             from .html_report import write_html
         except ImportError as exc:
             sys.stderr.write(
-                f"leakagent report: --html needs pygal ({exc}); "
-                "pip install 'leakagent[viewer]'\n"
+                f"leakagent report: --html needs pygal ({exc}); pip install 'leakagent[viewer]'\n"
             )
             return EXIT_UNREADABLE
         write_html(data, options.html, render(data, all_sites=options.all, width=options.width))

@@ -79,9 +79,10 @@ def _exporters(
     name = f"OTEL_{signal}_EXPORTER"
     raw = env.get(name, "").strip().lower()
     if not raw:
-        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or env.get(
-            f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", ""
-        ).strip()
+        endpoint = (
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+            or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "").strip()
+        )
         return ("otlp",) if endpoint else ()
     chosen: list[str] = []
     for value in (v.strip() for v in raw.split(",")):
@@ -105,9 +106,7 @@ def _protocol(env: Mapping[str, str], signal: str, plan: Plan) -> str:
             continue
         if value in PROTOCOLS:
             return value
-        problem = (
-            f"{name}={value!r} is not one of {', '.join(PROTOCOLS)}; using {DEFAULT_PROTOCOL}"
-        )
+        problem = f"{name}={value!r} is not one of {', '.join(PROTOCOLS)}; using {DEFAULT_PROTOCOL}"
         if problem not in plan.problems:  # the shared variable serves both signals
             plan.problems.append(problem)
         return DEFAULT_PROTOCOL

@@ -669,4 +669,3 @@ class Telemetry:
             update = getattr(owned, "_update_resource", None)
             if update is not None:
                 update(pid)
-
