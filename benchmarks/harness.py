@@ -146,7 +146,7 @@ class Venv:
         return json.loads(self.run_python(code))
 
     def has_telemetry(self) -> bool:
-        code = "import importlib.util as u; print(u.find_spec('leakagent.telemetry') is not None)"
+        code = "import importlib.util as u; print(u.find_spec('leakagent.outputs.telemetry') is not None)"
         return self.run_python(code) == "True"
 
 

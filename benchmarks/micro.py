@@ -31,7 +31,7 @@ BOTO_KW = {
 def _start_agent() -> None:
     os.environ.setdefault("LEAKAGENT_LOG_LEVEL", "ERROR")
     os.environ.setdefault("LEAKAGENT_SUMMARY", "never")
-    from leakagent import bootstrap
+    from leakagent.runtime import agent as bootstrap
 
     if bootstrap.start() is None:
         sys.exit("micro.py --agent: the agent did not start")
@@ -124,7 +124,7 @@ def alloc_baseline(loops: int) -> None:
 
 
 def tracker_record(loops: int) -> None:
-    from leakagent.tracker import Tracker
+    from leakagent.core.tracker import Tracker
 
     tracker = Tracker(threshold=10**12)
     record = tracker.record
@@ -135,7 +135,7 @@ def tracker_record(loops: int) -> None:
 
 def _library_stack(depth: int):  # type: ignore[no-untyped-def]
     """A function that calls ``find`` through ``depth`` frames of a skipped 'library'."""
-    from leakagent.callsite import SiteFinder
+    from leakagent.hooks.callsite import SiteFinder
 
     finder = SiteFinder(("/bench/lib/",))
     source = "def level0():\n    return find(0)\n"

@@ -205,7 +205,7 @@ def render(results: dict) -> str:  # type: ignore[type-arg]
     if not results.get("telemetry"):
         lines += [
             "",
-            "> `leakagent.telemetry` was not installed: the export rows set the standard "
+            "> `leakagent.outputs.telemetry` was not installed: the export rows set the standard "
             "`OTEL_*` variables but measure the agent core only.",
         ]
     counts = results.get("sink_counts")

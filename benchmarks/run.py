@@ -11,7 +11,7 @@ docs/performance.md (between its GENERATED markers; the rest of the file is left
 Scenarios: startup (hyperfine + first line + peak RSS), seed (the boto3 thread-pool workload
 of examples/), micro (pyperf, in-process), scale (1,000,000 creations over 10,000 call sites
 on 16 threads). Export rows are driven only by the standard OTEL_* variables, against a dummy
-OTLP receiver on 127.0.0.1; without the leakagent.telemetry package they measure the core.
+OTLP receiver on 127.0.0.1; without the leakagent.outputs.telemetry package they measure the core.
 """
 
 from __future__ import annotations
@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.telemetry = ctx.main.has_telemetry()
     if not ctx.telemetry:
         log(
-            "leakagent.telemetry is not installed: the export rows run the agent core only "
+            "leakagent.outputs.telemetry is not installed: the export rows run the agent core only "
             "(the OTEL_* variables are set, nothing reads them yet)"
         )
     results: dict[str, object] = {

@@ -63,7 +63,7 @@ def worker(  # type: ignore[type-arg]
 
 def agent_state(traced: bool) -> dict[str, object]:
     try:
-        from leakagent.bootstrap import get_agent
+        from leakagent.runtime.agent import get_agent
     except ImportError:
         return {"agent": False}
     agent = get_agent()

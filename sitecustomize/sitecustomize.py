@@ -10,7 +10,7 @@ _MARKER = '"""leakagent\'s sitecustomize'
 
 def _start_agent():
     try:
-        from leakagent.bootstrap import start
+        from leakagent.runtime.agent import start
     except ImportError as exc:  # leakagent is not installed in this interpreter
         import sys
 

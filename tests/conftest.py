@@ -10,9 +10,9 @@ import os
 
 os.environ["LEAKAGENT_STRICT"] = "1"
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
 # pytester runs the pytest plugin's own test files (tests/integration/test_pytest_plugin.py).
 pytest_plugins = ["pytester"]
@@ -26,7 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_contained_agent_errors(request: pytest.FixtureRequest) -> Iterator[None]:
-    from leakagent import guard
+    from leakagent.core import guard
 
     before = len(guard.errors)
     yield

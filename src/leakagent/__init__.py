@@ -5,7 +5,7 @@ Run a program under the launcher (``leakagent python app.py``) or put the direct
 loaded into every process.
 """
 
-from ._version import __version__
+from leakagent._version import __version__
 
 __all__ = ["__version__", "track"]
 
@@ -16,6 +16,8 @@ def track(spec: str) -> bool:
     True when the running agent will count it, False when no agent runs in this process; a
     malformed spec raises ValueError. See ``docs/targets.md``.
     """
-    from .usertargets import track as _track  # imported on first use: this package stays light
+    from leakagent.hooks.usertargets import (
+        track as _track,  # imported on first use: this package stays light
+    )
 
     return _track(spec)

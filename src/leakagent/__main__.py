@@ -1,5 +1,5 @@
 """``python -m leakagent``: the launcher."""
 
-from .cli import main
+from leakagent.tools.cli import main
 
 raise SystemExit(main())

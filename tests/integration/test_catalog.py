@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from leakagent.targets import CATALOG
+from leakagent.hooks.catalog import CATALOG
 from tests.helpers import clean_env, load_report, run_python_launched, write_script
 from tests.integration.pgserver import running_postgres
 
@@ -267,7 +267,7 @@ async def main():
 asyncio.run(main())
 """
 
-START_AGENT = "import leakagent.bootstrap\nleakagent.bootstrap.start()"
+START_AGENT = "import leakagent.runtime.agent\nleakagent.runtime.agent.start()"
 
 
 def program(case: Case, *, agent_first: bool) -> str:
@@ -356,9 +356,9 @@ def test_per_call_client_is_the_only_suspect(
 
 WRAP_PROGRAM = """\
 import importlib, json, sys
-from leakagent import importhook, patcher
-from leakagent.targets import CATALOG
-from leakagent.tracker import Tracker
+from leakagent.hooks import importhook, patcher
+from leakagent.hooks.catalog import CATALOG
+from leakagent.core.tracker import Tracker
 
 target = {{t.name: t for t in CATALOG}}[{name!r}]
 tracker = Tracker(threshold=1000)
@@ -444,7 +444,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 @pytest.mark.parametrize("target", CATALOG, ids=[t.name for t in CATALOG])
 def test_installed_library_is_at_least_the_documented_version(target: object) -> None:
-    from leakagent.targets import Target
+    from leakagent.hooks.catalog import Target
 
     assert isinstance(target, Target)
     installed = None

@@ -129,8 +129,8 @@ def test_program_subclass_is_reported_under_its_own_name(tmp_path: Path) -> None
 def test_library_imported_before_the_agent_starts_is_patched(tmp_path: Path) -> None:
     script = write_script(tmp_path, """
         import requests, threading
-        import leakagent.bootstrap
-        agent = leakagent.bootstrap.start()
+        import leakagent.runtime.agent
+        agent = leakagent.runtime.agent.start()
         for _ in range(30):
             requests.Session()
         sites = agent.tracker.snapshot()
@@ -147,9 +147,9 @@ def test_library_imported_before_the_agent_starts_is_patched(tmp_path: Path) -> 
 def test_patch_unpatch_patch_wraps_once(tmp_path: Path) -> None:
     script = write_script(tmp_path, """
         import requests, wrapt
-        from leakagent import patcher
-        from leakagent.targets import CATALOG
-        from leakagent.tracker import Tracker
+        from leakagent.hooks import patcher
+        from leakagent.hooks.catalog import CATALOG
+        from leakagent.core.tracker import Tracker
         target = next(t for t in CATALOG if t.name == "requests.Session")
         patcher.unpatch_all()  # under the launcher the agent patched it already
         original = requests.Session.__dict__["__init__"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leakagent.gate import EXIT_SUSPECTS
+from leakagent.tools.gate import EXIT_SUSPECTS
 from tests.helpers import clean_env, launcher, run_python_launched, write_script
 
 PROGRAM = """

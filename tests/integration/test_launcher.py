@@ -120,7 +120,7 @@ def test_users_own_sitecustomize_still_runs_once(tmp_path: Path) -> None:
     user_dir.mkdir()
     write_script(user_dir, """
         import os, sys
-        agent = "leakagent.bootstrap" in sys.modules
+        agent = "leakagent.runtime.agent" in sys.modules
         sys.stderr.write(f"user sitecustomize ran (agent loaded: {agent})\\n")
         sys.path.append("/added/by/user")
         USER = True
@@ -143,7 +143,7 @@ def test_users_own_sitecustomize_still_runs_once(tmp_path: Path) -> None:
 
 def test_our_directory_twice_on_the_path_initialises_once(tmp_path: Path) -> None:
     script = write_script(tmp_path, """
-        import threading, leakagent.bootstrap as b
+        import threading, leakagent.runtime.agent as b
         for _ in range(5):
             threading.local()
         print(b.get_agent().tracker.totals()["created"] >= 5)

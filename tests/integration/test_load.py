@@ -10,7 +10,7 @@ from tests.helpers import run_python_launched, write_script
 def test_million_creations_on_64_threads_exact_and_bounded(tmp_path: Path) -> None:
     script = write_script(tmp_path, """
         import threading, tracemalloc, requests
-        import leakagent.bootstrap as bootstrap
+        import leakagent.runtime.agent as bootstrap
         SITES, THREADS, PER_THREAD = 2000, 64, 16_000
         funcs = []
         for n in range(SITES):

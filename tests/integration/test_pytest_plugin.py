@@ -212,10 +212,15 @@ def test_reuses_the_agent_under_the_launcher(pytester: pytest.Pytester) -> None:
 def test_importing_the_entry_point_loads_nothing_else() -> None:
     # pytest imports the entry point in every run of every project: it must stay tiny.
     code = (
-        "import sys; before = set(sys.modules); import leakagent.pytest_plugin; "
+        "import sys; before = set(sys.modules); import leakagent.pytest_plugin.plugin; "
         "print(sorted(m for m in set(sys.modules) - before))"
     )
     out = subprocess.check_output([sys.executable, "-c", code], text=True).strip()
     loaded = set(eval(out))  # a printed list of module names
     # __future__ is loaded by pytest itself anyway.
-    assert loaded - {"__future__"} == {"leakagent", "leakagent._version", "leakagent.pytest_plugin"}
+    assert loaded - {"__future__"} == {
+        "leakagent",
+        "leakagent._version",
+        "leakagent.pytest_plugin",
+        "leakagent.pytest_plugin.plugin",
+    }

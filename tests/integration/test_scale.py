@@ -59,7 +59,7 @@ def test_agent_memory_stays_bounded_with_thousands_of_sites(tmp_path: Path) -> N
     # the tracker's own allocations are measured with tracemalloc.
     script = write_script(tmp_path, """
         import threading, tracemalloc
-        import leakagent.bootstrap as bootstrap
+        import leakagent.runtime.agent as bootstrap
         funcs = []
         for n in range(5000):
             namespace = {"threading": threading}

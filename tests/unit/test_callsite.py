@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 
-from leakagent.callsite import SiteFinder, package_dir
+from leakagent.hooks.callsite import SiteFinder, package_dir
 
 
 def here() -> tuple[str, int, str]:

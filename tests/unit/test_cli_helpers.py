@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from leakagent.cli import python_flags_blocking_agent, with_pythonpath
+from leakagent.tools.cli import python_flags_blocking_agent, with_pythonpath
 
 SEP = os.pathsep
 

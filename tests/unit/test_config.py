@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leakagent import config
+from leakagent.core import config
 
 
 def test_defaults() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from leakagent import gate, viewer
-from leakagent.cli import main
+from leakagent.tools import gate, viewer
+from leakagent.tools.cli import main
 
 
 def test_parse_code() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from leakagent import guard, importhook
+from leakagent.core import guard
+from leakagent.hooks import importhook
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ from typing import Optional
 
 import pytest
 
-from leakagent import config as config_mod
-from leakagent import memory
-from leakagent.config import parse_size
-from leakagent.tracker import Tracker
+from leakagent.core import config as config_mod
+from leakagent.core.config import parse_size
+from leakagent.core.tracker import Tracker
+from leakagent.outputs import memory
 
 
 @pytest.mark.parametrize(

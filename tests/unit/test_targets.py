@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from leakagent import cli, config, targets, targetsdoc, usertargets
-from leakagent.targets import CATALOG, Target
+from leakagent.core import config
+from leakagent.hooks import catalog as targets
+from leakagent.hooks import usertargets
+from leakagent.hooks.catalog import CATALOG, Target
+from leakagent.tools import cli, targetsdoc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_docs_targets_md_is_generated_from_the_catalog() -> None:
     on_disk = (ROOT / "docs" / "targets.md").read_text()
     assert on_disk == targetsdoc.render(), (
-        "docs/targets.md is stale: run python -m leakagent.targetsdoc > docs/targets.md"
+        "docs/targets.md is stale: run python -m leakagent.tools.targetsdoc > docs/targets.md"
     )
 
 
@@ -62,9 +65,9 @@ def test_targets_module_is_data_only() -> None:
         if isinstance(node, ast.ImportFrom):
             assert node.module == "__future__"
         elif isinstance(node, ast.Import):
-            raise AssertionError("targets.py imports nothing")
+            raise AssertionError("catalog.py imports nothing")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            raise AssertionError(f"targets.py holds no functions: {node.name}")
+            raise AssertionError(f"catalog.py holds no functions: {node.name}")
         elif isinstance(node, ast.If):  # TYPE_CHECKING only
             assert isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 
 import pytest
+from leakagent.outputs.telemetry.limits import OVERFLOW, SeriesMap, SpanLimiter
 
-from leakagent import cli, config
-from leakagent.telemetry import plan_from_env
-from leakagent.telemetry.limits import OVERFLOW, SeriesMap, SpanLimiter
+from leakagent.core import config
+from leakagent.outputs.telemetry import plan_from_env
+from leakagent.tools import cli
 
 
 def test_nothing_configured_means_no_export() -> None:

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from leakagent import guard, threadlocal
+from leakagent.core import guard
+from leakagent.hooks import threadlocal
 
 Created = list[tuple[type, object]]
 

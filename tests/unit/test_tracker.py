@@ -6,7 +6,7 @@ import gc
 import threading
 from typing import Any
 
-from leakagent.tracker import CHURN, OVERFLOW_FILE, RETENTION, THREADS_PER_SITE, Tracker
+from leakagent.core.tracker import CHURN, OVERFLOW_FILE, RETENTION, THREADS_PER_SITE, Tracker
 
 
 class Thing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from leakagent.tracker import Tracker
+from leakagent.core.tracker import Tracker
 
 SITE = ("/app/a.py", 3, "make")
 OTHER = ("/app/b.py", 9, "other")

@@ -18,7 +18,7 @@ import textwrap
 
 SCENARIO = """
     import _thread, gc, threading
-    from leakagent.tracker import Tracker
+    from leakagent.core.tracker import Tracker
 
     tracker = Tracker(threshold=10**9)
     stop = False

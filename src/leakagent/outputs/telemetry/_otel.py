@@ -1,6 +1,6 @@
 """The OpenTelemetry side: providers, exporters, observable instruments and spans.
 
-Imported only by the background set-up thread of :mod:`leakagent.telemetry`, and only when
+Imported only by the background set-up thread of :mod:`leakagent.outputs.telemetry`, and only when
 export is configured.
 
 Providers. leakagent never installs a global provider (a program that sets its own later
@@ -45,10 +45,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from leakagent import __version__, guard, log
-from leakagent.memory import read_rss, resolve_limit
-from leakagent.telemetry import PART, Plan
-from leakagent.telemetry.limits import (
+from leakagent import __version__
+from leakagent.core import guard, log
+from leakagent.core.tracker import LOCAL_KIND
+from leakagent.outputs.memory import read_rss, resolve_limit
+from leakagent.outputs.telemetry import PART, Plan
+from leakagent.outputs.telemetry.limits import (
     FILE,
     FUNCTION,
     KIND,
@@ -57,7 +59,6 @@ from leakagent.telemetry.limits import (
     SeriesMap,
     SpanLimiter,
 )
-from leakagent.tracker import LOCAL_KIND
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
     from opentelemetry.trace import Tracer
 
-    from leakagent.bootstrap import Agent
+    from leakagent.runtime.agent import Agent
 
 SCOPE = "leakagent"
 
@@ -208,7 +209,8 @@ def _suppress_own_counting(plan: Plan) -> None:
     """Clients built by the exporters (the HTTP exporter's requests.Session, the gRPC
     exporter's grpc.Channel, both in the catalog) are not counted: the constructor hooks see
     this thread as inside a construction already."""
-    from leakagent import patcher  # a full import, even while another thread is importing it
+    # a full import, even while another thread is importing it
+    from leakagent.hooks import patcher
 
     patcher._depth.set(1)
 

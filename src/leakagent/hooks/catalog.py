@@ -9,7 +9,7 @@ the object it returns. A target with ``counts=False`` counts nothing itself: con
 nested inside it are not counted either (``Elasticsearch.options`` builds a client that shares
 its transport: that is not a new client).
 
-``docs/targets.md`` is generated from this table (``python -m leakagent.targetsdoc``).
+``docs/targets.md`` is generated from this table (``python -m leakagent.tools.targetsdoc``).
 """
 
 from __future__ import annotations

@@ -6,14 +6,14 @@ asks the other finders for the watched module, and wraps the loader it gets so t
 run once the module has executed. The module's ``__loader__`` and ``__spec__.loader`` are the
 original loader again before the module's own code runs.
 
-A hook never breaks the import: its errors are contained (:mod:`leakagent.guard`).
+A hook never breaks the import: its errors are contained (:mod:`leakagent.core.guard`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from . import guard
+from leakagent.core import guard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

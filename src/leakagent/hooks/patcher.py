@@ -1,6 +1,6 @@
 """The one module that imports wrapt: patches and unpatches client constructors.
 
-It is imported only when a target library is imported (through :mod:`leakagent.importhook`),
+It is imported only when a target library is imported (through :mod:`leakagent.hooks.importhook`),
 never at start-up. Installing is idempotent (a target already wrapped is left alone) and every
 wrapper is remembered so :func:`unpatch_all` restores the original attributes exactly.
 
@@ -17,17 +17,17 @@ import time
 
 import wrapt
 
-from . import guard
-from .callsite import SiteFinder, package_dir
-from .tracker import CONSTRUCTION_DEPTH, qualified_name
+from leakagent.core import guard
+from leakagent.core.tracker import CONSTRUCTION_DEPTH, qualified_name
+from leakagent.hooks.callsite import SiteFinder, package_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Callable
 
-    from .targets import Target
-    from .tracker import Tracker
+    from leakagent.core.tracker import Tracker
+    from leakagent.hooks.catalog import Target
 
 PART = "client-hook"
 MIN_WRAPT = (1, 14)

@@ -15,17 +15,17 @@ import _thread
 import os
 import sys
 
-from . import guard, log
-from . import report as report_mod
-from .memory import MemoryWatcher
+from leakagent.core import guard, log
+from leakagent.outputs import report as report_mod
+from leakagent.outputs.memory import MemoryWatcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
     from typing import Any, Callable, Optional
 
-    from .config import Config
-    from .tracker import Tracker
+    from leakagent.core.config import Config
+    from leakagent.core.tracker import Tracker
 
 PART = "report"
 

@@ -11,8 +11,8 @@ import html
 
 import pygal
 
-from . import report as report_mod
-from .viewer import series_sites
+from leakagent.outputs import report as report_mod
+from leakagent.tools.viewer import series_sites
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

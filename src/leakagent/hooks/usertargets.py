@@ -8,14 +8,14 @@ name), a class whose ``__init__`` cannot be patched (a C type) and any other cal
 attribute itself wrapped (the returned object is counted). Nothing is imported early: a spec
 waits for its module to be imported, like the catalog.
 
-Imported at start-up by :mod:`leakagent.config`: keep it light (no wrapt, no importlib.util).
+Imported at start-up by :mod:`leakagent.core.config`: keep it light (no wrapt, no importlib.util).
 """
 
 from __future__ import annotations
 
 import sys
 
-from .targets import CATALOG, Target
+from leakagent.hooks.catalog import CATALOG, Target
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ def track(spec: str) -> bool:
     ``from module import factory`` before the call is missed (classes are not).
     """
     parsed = parse_spec(spec)
-    from .bootstrap import get_agent
+    from leakagent.runtime.agent import get_agent
 
     agent = get_agent()
     if agent is None or not agent.config.track_clients:

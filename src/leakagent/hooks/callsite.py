@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 Site = tuple[str, int, str]  # (file path, line number, function qualname)
 UNKNOWN: Site = ("<unknown>", 0, "<unknown>")
 
-AGENT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+AGENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # leakagent/
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 
 _USER, _STDLIB_FRAME, _SKIP = 0, 1, 2

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import report as report_mod
+from leakagent.outputs import report as report_mod
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def _iso_seconds(text: Optional[str]) -> Optional[float]:
 
 def report_files(template: str) -> list[str]:
     """Files a run with ``LEAKAGENT_REPORT=template`` may have written (see
-    :func:`leakagent.lifecycle.report_path_for`)."""
+    :func:`leakagent.runtime.lifecycle.report_path_for`)."""
     import glob
 
     if "{pid}" in template:

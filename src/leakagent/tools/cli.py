@@ -13,9 +13,9 @@ import re
 import shutil
 import sys
 
-from . import __version__
-from .config import SETTINGS, SUMMARY_MODES
-from .gate import EXIT_SUSPECTS, parse_code
+from leakagent import __version__
+from leakagent.core.config import SETTINGS, SUMMARY_MODES
+from leakagent.tools.gate import EXIT_SUSPECTS, parse_code
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,11 +26,13 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 _PYTHON = re.compile(r"^(python|pypy)[0-9.]*(\.exe)?$")
 _FLAGS_WITH_ARG = frozenset("WXQ")
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The ``leakagent`` package directory (this module is in ``leakagent/tools``)."""
 
 
 def sitecustomize_dir() -> str:
     """The directory to put on PYTHONPATH: the installed copy, or the source tree's."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = _PACKAGE_DIR
     installed = os.path.join(package, "_sitecustomize")
     if os.path.isfile(os.path.join(installed, "sitecustomize.py")):
         return installed
@@ -314,7 +316,7 @@ def _through_opentelemetry_instrument(command: list[str]) -> list[str]:
         index += 1 if ("=" in arg or arg in ("-h", "--help", "--version")) else 2
     if index >= len(command):
         return command
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_parent = os.path.dirname(_PACKAGE_DIR)
     python_path = [
         os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
     ]
@@ -328,7 +330,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``leakagent`` command."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["report"]:  # a program named "report": leakagent -- report
-        from .viewer import main as view
+        from leakagent.tools.viewer import main as view
 
         return view(arguments[1:])
     parser = _parser()
@@ -373,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     env = _environment(options, directory)
     if gate_code is not None:
-        from . import gate
+        from leakagent.tools import gate
 
         return gate.run(executable, command, env, gate_code)
     sys.stdout.flush()

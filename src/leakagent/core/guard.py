@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from . import log
+from leakagent.core import log
 
 _off: set[str] = set()
 errors: list[tuple[str, str]] = []

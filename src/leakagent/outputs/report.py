@@ -10,14 +10,14 @@ import os
 import sys
 import time
 
-from ._version import __version__
-from .tracker import LOCAL_KIND, RETENTION
+from leakagent._version import __version__
+from leakagent.core.tracker import LOCAL_KIND, RETENTION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Optional
 
-    from .tracker import Tracker
+    from leakagent.core.tracker import Tracker
 
 SCHEMA_VERSION = 1
 
@@ -67,7 +67,7 @@ def build(
     tracker: Tracker, *, final: bool = False, sections: Optional[dict[str, Any]] = None
 ) -> dict[str, Any]:
     """The JSON-ready report of ``tracker`` now; ``sections`` adds top-level sections
-    (``memory`` and ``timeseries`` from :mod:`leakagent.memory`)."""
+    (``memory`` and ``timeseries`` from :mod:`leakagent.outputs.memory`)."""
     sites = [_site_json(s) for s in tracker.snapshot()]
     data = {
         "schema_version": SCHEMA_VERSION,

@@ -25,15 +25,15 @@ import _thread
 import os
 import time
 
-from . import guard, log
-from . import report as report_mod
+from leakagent.core import guard, log
+from leakagent.outputs import report as report_mod
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
-    from .config import Config
-    from .tracker import Tracker
+    from leakagent.core.config import Config
+    from leakagent.core.tracker import Tracker
 
 PART = "memory"
 

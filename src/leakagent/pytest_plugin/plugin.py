@@ -2,7 +2,7 @@
 
 pytest loads this module in every run of every project that has leakagent installed, so it
 defines options and the marker and imports nothing else: the checker
-(:mod:`leakagent._pytest_checker`) and the agent load only when the plugin is switched on.
+(:mod:`leakagent.pytest_plugin.checker`) and the agent load only when the plugin is switched on.
 Disable it altogether with ``-p no:leakagent``.
 """
 
@@ -49,6 +49,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
     if not (config.getoption("leakagent") or config.getini("leakagent")):
         return
-    from ._pytest_checker import LeakChecker
+    from leakagent.pytest_plugin.checker import LeakChecker
 
     config.pluginmanager.register(LeakChecker(config), "leakagent-checker")

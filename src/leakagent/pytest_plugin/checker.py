@@ -3,7 +3,7 @@
 Tracking: when the session runs under the agent (``leakagent pytest ...``, or
 ``PYTHONPATH=$(leakagent --sitecustomize-dir)``), its tracker is reused; otherwise the agent
 is started in this process with the environment's settings, no exit summary and no memory
-watcher. Each test takes a :meth:`~leakagent.tracker.Tracker.checkpoint` before its set-up and
+watcher. Each test takes a :meth:`~leakagent.core.tracker.Tracker.checkpoint` before its set-up and
 compares after its call: a call site where one thread created more than the threshold of one
 kind fails the test with the report's warning line. With pytest-xdist each worker tracks its
 own tests and the controller gathers the findings (they travel on the test reports) for the
@@ -17,16 +17,17 @@ import gc
 
 import pytest
 
-from . import bootstrap, log
-from . import config as config_mod
-from . import report as report_mod
+from leakagent.core import config as config_mod
+from leakagent.core import log
+from leakagent.outputs import report as report_mod
+from leakagent.runtime import agent as runtime
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Generator, Sequence
     from typing import Any, Optional
 
-    from .tracker import Checkpoint, Tracker
+    from leakagent.core.tracker import Checkpoint, Tracker
 
 _CHECKPOINT: pytest.StashKey[Checkpoint] = pytest.StashKey()
 _FOUND: pytest.StashKey[list[dict[str, Any]]] = pytest.StashKey()
@@ -95,12 +96,12 @@ class LeakChecker:
         if not self.is_controller:  # the controller runs no test
             self._start_tracking()
         if threshold is None:
-            agent = bootstrap.get_agent()
+            agent = runtime.get_agent()
             threshold = agent.config.threshold if agent is not None else config_mod.load().threshold
         self.threshold = threshold
 
     def _start_tracking(self) -> None:
-        agent = bootstrap.get_agent()
+        agent = runtime.get_agent()
         if agent is not None:
             self.mode = "the running agent"
         else:
@@ -108,7 +109,7 @@ class LeakChecker:
             settings.enabled = True  # --leakagent asked for it explicitly
             settings.summary = "never"  # the session summary says it
             settings.memory_watch = False
-            agent = bootstrap.start(settings)
+            agent = runtime.start(settings)
             if agent is None:
                 log.warning("--leakagent: the agent could not start; no test is checked")
                 return

@@ -3,7 +3,7 @@
 This module is imported at start-up by the bootstrap, so it imports no OpenTelemetry and
 nothing heavy: it reads the configuration (:func:`plan_from_env`) and, only when export is
 configured, starts a background thread that imports the SDK and the exporters
-(:mod:`leakagent.telemetry._otel`) off the program's main thread. Creations seen before that
+(:mod:`leakagent.outputs.telemetry._otel`) off the program's main thread. Creations seen before that
 thread is ready are kept in a small bounded buffer and become spans once it is.
 
 With no configuration nothing is imported and nothing goes over the network.
@@ -16,15 +16,16 @@ import os
 import sys
 import time
 
-from leakagent import guard, importhook, log
+from leakagent.core import guard, log
+from leakagent.hooks import importhook
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, Optional
 
-    from leakagent.bootstrap import Agent
-    from leakagent.telemetry._otel import Telemetry
+    from leakagent.outputs.telemetry._otel import Telemetry
+    from leakagent.runtime.agent import Agent
 
 PART = "telemetry"
 TRACES_EXPORTERS = ("otlp", "console", "none")
@@ -245,7 +246,7 @@ def start(agent: Agent) -> Optional[Plan]:
     _plan, _agent = plan, agent
     agent.suspect_listeners.append(_on_suspect)
     # patcher imports wrapt: listen once it is imported (when a client library is), not now.
-    importhook.when_imported("leakagent.patcher", _listen_to_patcher)
+    importhook.when_imported("leakagent.hooks.patcher", _listen_to_patcher)
     agent.reporter.finish_hooks.append(_finish)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -274,7 +275,7 @@ def _set_up(agent: Agent, plan: Plan) -> None:
     """Background thread: import the SDK, build providers and exporters, flush the buffer."""
     try:
         guard.fault_point(PART)
-        from leakagent.telemetry._otel import Telemetry
+        from leakagent.outputs.telemetry._otel import Telemetry
 
         telemetry = Telemetry(agent, plan)
         telemetry.start()
@@ -336,7 +337,7 @@ def _finish() -> None:
 
 
 def _exit_timeout() -> float:
-    from leakagent import bootstrap
+    from leakagent.runtime import agent as bootstrap
 
     agent = bootstrap.get_agent()
     return agent.config.otel_exit_timeout if agent is not None else 2.0

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from . import log, usertargets
+from leakagent.core import log
+from leakagent.hooks import usertargets
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

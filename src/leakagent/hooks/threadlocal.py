@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import _thread
 
-from . import guard
+from leakagent.core import guard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

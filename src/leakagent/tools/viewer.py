@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from . import report as report_mod
+from leakagent.outputs import report as report_mod
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -252,7 +252,7 @@ def main(argv: Sequence[str]) -> int:
     print(render(data, all_sites=options.all, width=max(options.width, 10)))
     if options.html:
         try:
-            from .html_report import write_html
+            from leakagent.tools.html_report import write_html
         except ImportError as exc:
             sys.stderr.write(
                 f"leakagent report: --html needs pygal ({exc}); pip install 'leakagent[viewer]'\n"

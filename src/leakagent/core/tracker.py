@@ -33,7 +33,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
-    from .callsite import Site
+    from leakagent.hooks.callsite import Site
 
     Checkpoint = dict[tuple[str, str, int, str], tuple[int, int, dict[int, int]]]
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 
-from . import config as config_mod
-from . import guard, importhook, log, threadlocal, usertargets
-from . import report as report_mod
-from .callsite import SiteFinder
-from .lifecycle import Reporter
-from .targets import CATALOG
-from .tracker import CONSTRUCTION_DEPTH, LOCAL_KIND, Tracker, qualified_name
+from leakagent.core import config as config_mod
+from leakagent.core import guard, log
+from leakagent.core.tracker import CONSTRUCTION_DEPTH, LOCAL_KIND, Tracker, qualified_name
+from leakagent.hooks import importhook, threadlocal, usertargets
+from leakagent.hooks.callsite import SiteFinder
+from leakagent.hooks.catalog import CATALOG
+from leakagent.outputs import report as report_mod
+from leakagent.runtime.lifecycle import Reporter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Optional
 
-    from .config import Config
-    from .targets import Target
+    from leakagent.core.config import Config
+    from leakagent.hooks.catalog import Target
 
 ROOT_PID_ENV = "LEAKAGENT_ROOT_PID"
 
@@ -73,7 +74,9 @@ class Agent:
     def _hook_for(self, target: Target) -> Callable[[ModuleType], None]:
         def patch_target(module: ModuleType) -> None:
             try:
-                from . import patcher  # imports wrapt: only once a target library is imported
+                from leakagent.hooks import (
+                    patcher,  # imports wrapt: only once a target library is imported
+                )
             except ImportError as exc:
                 log.warning_once(
                     "wrapt",
@@ -112,7 +115,7 @@ class Agent:
 
         def patch_user_target(module: ModuleType) -> None:
             try:
-                from . import patcher
+                from leakagent.hooks import patcher
             except ImportError as exc:  # wrapt missing or too old: said once, as for built-ins
                 log.warning_once("wrapt", f"client constructors are not counted: {exc}")
                 return
@@ -162,7 +165,9 @@ class Agent:
     def _start_telemetry(self) -> None:
         """OpenTelemetry export, only when the OTEL_* variables configure it (issue 3)."""
         try:
-            from . import telemetry  # light: no OpenTelemetry import unless export is on
+            from leakagent.outputs import (
+                telemetry,  # light: no OpenTelemetry import unless export is on
+            )
 
             telemetry.start(self)
         except Exception as exc:
@@ -184,7 +189,7 @@ class Agent:
         if threading is not None:
             threadlocal.unpatch(threading)
         importhook.uninstall()
-        patcher = sys.modules.get("leakagent.patcher")
+        patcher = sys.modules.get("leakagent.hooks.patcher")
         if patcher is not None:
             patcher.unpatch_all()
 
