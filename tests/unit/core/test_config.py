@@ -58,6 +58,6 @@ def test_bad_values_name_the_variable_and_use_defaults() -> None:
 def test_every_setting_is_documented() -> None:
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "configuration.md").read_text()
     for setting in config.SETTINGS:
         assert setting.env in doc, setting.env

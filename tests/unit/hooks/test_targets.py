@@ -15,7 +15,7 @@ from leakagent.hooks import usertargets
 from leakagent.hooks.catalog import CATALOG, Target
 from leakagent.tools import cli, targetsdoc
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_docs_targets_md_is_generated_from_the_catalog() -> None:
