@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 
-from leakagent.core import log
-from leakagent.hooks import usertargets
+from leakagent.core import log, targetspec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -268,11 +267,10 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         reader._bad("LEAKAGENT_LOG_LEVEL", level, "a logging level name")
         level = "WARNING"
     # client targets: malformed entries are dropped with one problem each
-    specs, spec_problems = usertargets.parse_specs(reader.environ.get("LEAKAGENT_TARGETS", ""))
-    disabled, disabled_problems = usertargets.parse_disabled(
-        reader.environ.get("LEAKAGENT_DISABLED_TARGETS", "")
-    )
-    reader.problems.extend(spec_problems + disabled_problems)
+    specs, spec_problems = targetspec.parse_specs(reader.environ.get("LEAKAGENT_TARGETS", ""))
+    reader.problems.extend(spec_problems)
+    # names are checked against the catalog by the hooks layer (usertargets.parse_disabled)
+    disabled = targetspec.split_names(reader.environ.get("LEAKAGENT_DISABLED_TARGETS", ""))
     return Config(
         enabled=reader.flag("LEAKAGENT_ENABLED"),
         threshold=int(reader.number("LEAKAGENT_THRESHOLD", int, 1)),

@@ -8,13 +8,14 @@ name), a class whose ``__init__`` cannot be patched (a C type) and any other cal
 attribute itself wrapped (the returned object is counted). Nothing is imported early: a spec
 waits for its module to be imported, like the catalog.
 
-Imported at start-up by :mod:`leakagent.core.config`: keep it light (no wrapt, no importlib.util).
+Imported at start-up by the runtime: keep it light (no wrapt, no importlib.util).
 """
 
 from __future__ import annotations
 
 import sys
 
+from leakagent.core.targetspec import DISABLED_ENV, Spec, parse_spec
 from leakagent.hooks.catalog import CATALOG, Target
 
 TYPE_CHECKING = False
@@ -23,73 +24,15 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Optional
 
-TARGETS_ENV = "LEAKAGENT_TARGETS"
-DISABLED_ENV = "LEAKAGENT_DISABLED_TARGETS"
-SPEC_FORM = "module:attribute, e.g. mypkg.clients:ApiClient or mypkg.factory:make_client"
-
 _HEAPTYPE = 1 << 9
 _IMMUTABLETYPE = 1 << 8  # Python 3.10+
 
 
-class Spec:
-    """One parsed ``module:attribute``."""
-
-    __slots__ = ("attribute", "module")
-
-    def __init__(self, module: str, attribute: str) -> None:
-        self.module = module
-        self.attribute = attribute
-
-    @property
-    def text(self) -> str:
-        """The normalised spec, also the target's name."""
-        return f"{self.module}:{self.attribute}"
-
-    def __repr__(self) -> str:
-        return f"Spec({self.text!r})"
-
-
-def _dotted(text: str) -> bool:
-    return bool(text) and all(part.isidentifier() for part in text.split("."))
-
-
-def parse_spec(text: str) -> Spec:
-    """Parse ``module:attribute``; ValueError with the reason when malformed."""
-    if not isinstance(text, str):
-        raise ValueError(f"a target is a string ({SPEC_FORM}), not {type(text).__name__}")
-    module, colon, attribute = text.strip().partition(":")
-    module, attribute = module.strip(), attribute.strip()
-    if not colon:
-        raise ValueError(f"{text!r} has no ':' ({SPEC_FORM})")
-    if not _dotted(module):
-        raise ValueError(f"{text!r}: {module!r} is not a module name ({SPEC_FORM})")
-    if not _dotted(attribute):
-        raise ValueError(f"{text!r}: {attribute!r} is not an attribute name ({SPEC_FORM})")
-    return Spec(module, attribute)
-
-
-def parse_specs(value: str, source: str = TARGETS_ENV) -> tuple[list[Spec], list[str]]:
-    """The valid specs of a comma-separated list, and one problem line per malformed entry."""
-    specs: list[Spec] = []
-    problems: list[str] = []
-    seen: set[str] = set()
-    for entry in value.split(","):
-        if not entry.strip():
-            continue
-        try:
-            spec = parse_spec(entry)
-        except ValueError as exc:
-            problems.append(f"{source}: entry {entry.strip()!r} ignored: {exc}")
-            continue
-        if spec.text not in seen:
-            seen.add(spec.text)
-            specs.append(spec)
-    return specs, problems
-
-
-def parse_disabled(value: str, source: str = DISABLED_ENV) -> tuple[tuple[str, ...], list[str]]:
+def check_disabled(
+    names: Iterable[str], source: str = DISABLED_ENV
+) -> tuple[tuple[str, ...], list[str]]:
     """Catalog names to turn off (``*``: all of them), and a problem per unknown name."""
-    names = [n.strip() for n in value.split(",") if n.strip()]
+    names = tuple(names)
     if "*" in names:
         return ("*",), []
     known = {target.name for target in CATALOG}

@@ -12,6 +12,7 @@ import os
 
 from leakagent.core import config as config_mod
 from leakagent.core import guard, log
+from leakagent.core.targetspec import Spec, parse_spec
 from leakagent.core.tracker import CONSTRUCTION_DEPTH, LOCAL_KIND, Tracker, qualified_name
 from leakagent.hooks import importhook, threadlocal, usertargets
 from leakagent.hooks.callsite import SiteFinder
@@ -46,7 +47,7 @@ class Agent:
         self._local_sites = SiteFinder()
         self.suspect_listeners: list[Callable[[dict[str, Any], str], None]] = []
         """Called with (site copy, event) after the warning; used by the telemetry layer."""
-        self._user_specs: list[usertargets.Spec] = []
+        self._user_specs: list[Spec] = []
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -110,7 +111,7 @@ class Agent:
 
     # -- user targets (LEAKAGENT_TARGETS, --target, leakagent.track) ----------------------
 
-    def watch(self, spec: usertargets.Spec) -> None:
+    def watch(self, spec: Spec) -> None:
         """Count ``spec`` once its module is imported (now, if it already is)."""
 
         def patch_user_target(module: ModuleType) -> None:
@@ -149,10 +150,13 @@ class Agent:
         if self.config.track_locals:
             importhook.when_imported("threading", self._patch_threading)
         if self.config.track_clients:
-            for target in usertargets.select(CATALOG, self.config.disabled_targets):
+            disabled, problems = usertargets.check_disabled(self.config.disabled_targets)
+            for problem in problems:
+                log.warning(problem)
+            for target in usertargets.select(CATALOG, disabled):
                 importhook.when_imported(target.module, self._hook_for(target))
             for text in self.config.targets:
-                self.watch(usertargets.parse_spec(text))
+                self.watch(parse_spec(text))
         importhook.when_imported("multiprocessing.util", self._track_multiprocessing)
         self.reporter.start()
         self.reporter.install_exit_hooks()

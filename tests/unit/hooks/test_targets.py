@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from leakagent.core import config
+from leakagent.core import config, targetspec
 from leakagent.hooks import catalog as targets
 from leakagent.hooks import usertargets
 from leakagent.hooks.catalog import CATALOG, Target
@@ -92,7 +92,7 @@ def test_target_defaults() -> None:
     ],
 )
 def test_parse_spec(text: str, module: str, attribute: str) -> None:
-    spec = usertargets.parse_spec(text)
+    spec = targetspec.parse_spec(text)
     assert (spec.module, spec.attribute) == (module, attribute)
     assert spec.text == f"{module}:{attribute}"
 
@@ -102,11 +102,11 @@ def test_parse_spec(text: str, module: str, attribute: str) -> None:
 )
 def test_parse_spec_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="module:attribute"):
-        usertargets.parse_spec(text)
+        targetspec.parse_spec(text)
 
 
 def test_parse_specs_names_each_malformed_entry() -> None:
-    specs, problems = usertargets.parse_specs("a.b:C, nocolon ,,a.b:C, d:e.f, x:1y")
+    specs, problems = targetspec.parse_specs("a.b:C, nocolon ,,a.b:C, d:e.f, x:1y")
     assert [s.text for s in specs] == ["a.b:C", "d:e.f"]
     assert len(problems) == 2
     assert "'nocolon'" in problems[0] and "LEAKAGENT_TARGETS" in problems[0]
@@ -114,9 +114,9 @@ def test_parse_specs_names_each_malformed_entry() -> None:
 
 
 def test_parse_disabled() -> None:
-    assert usertargets.parse_disabled("") == ((), [])
-    assert usertargets.parse_disabled("requests.Session, *") == (("*",), [])
-    names, problems = usertargets.parse_disabled("requests.Session,reqests.Session")
+    assert usertargets.check_disabled(()) == ((), [])
+    assert usertargets.check_disabled(targetspec.split_names("requests.Session, *")) == (("*",), [])
+    names, problems = usertargets.check_disabled(targetspec.split_names("requests.Session,reqests.Session"))
     assert names == ("requests.Session",)
     assert len(problems) == 1 and "'reqests.Session'" in problems[0]
 
@@ -153,7 +153,7 @@ def test_target_for_class_factory_and_c_type(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "myapp.clients", module)
 
     def target(attribute: str) -> Target:
-        return usertargets.target_for(usertargets.parse_spec(f"myapp.clients:{attribute}"), module)
+        return usertargets.target_for(targetspec.parse_spec(f"myapp.clients:{attribute}"), module)
 
     cls = target("Client")
     assert (cls.attribute, cls.kind, cls.is_class) == (
@@ -181,15 +181,15 @@ def test_target_for_a_library_skips_no_package(monkeypatch: pytest.MonkeyPatch) 
     # an installed program (under site-packages) must keep its own call sites
     lib = _module("vendorlib", "/usr/lib/python3/site-packages/vendorlib/__init__.py")
     monkeypatch.setitem(sys.modules, "vendorlib", lib)
-    target = usertargets.target_for(usertargets.parse_spec("vendorlib:Client"), lib)
+    target = usertargets.target_for(targetspec.parse_spec("vendorlib:Client"), lib)
     assert target.packages == ()
 
 
 def test_never_imported_problem() -> None:
-    assert usertargets.never_imported_problem(usertargets.parse_spec("os:getcwd")) is None
-    assert usertargets.never_imported_problem(usertargets.parse_spec("xml.dom.minidom:X")) is None
+    assert usertargets.never_imported_problem(targetspec.parse_spec("os:getcwd")) is None
+    assert usertargets.never_imported_problem(targetspec.parse_spec("xml.dom.minidom:X")) is None
     problem = usertargets.never_imported_problem(
-        usertargets.parse_spec("no_such_package_leakagent:Client")
+        targetspec.parse_spec("no_such_package_leakagent:Client")
     )
     assert problem is not None and "'no_such_package_leakagent:Client'" in problem
 
@@ -213,9 +213,12 @@ def test_config_reads_targets_and_disabled_targets() -> None:
         }
     )
     assert loaded.targets == ("a.b:C", "d:f")
-    assert loaded.disabled_targets == ("requests.Session",)
+    assert loaded.disabled_targets == ("requests.Session", "nonsense")
     assert any("'broken'" in p for p in loaded.problems)
-    assert any("'nonsense'" in p for p in loaded.problems)
+    # names are checked against the catalog by the hooks layer, which the agent asks at start
+    known, problems = usertargets.check_disabled(loaded.disabled_targets)
+    assert known == ("requests.Session",)
+    assert any("'nonsense'" in p for p in problems)
     defaults = config.load({})
     assert (defaults.targets, defaults.disabled_targets, defaults.problems) == ((), (), ())
 
