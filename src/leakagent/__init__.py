@@ -16,8 +16,7 @@ def track(spec: str) -> bool:
     True when the running agent will count it, False when no agent runs in this process; a
     malformed spec raises ValueError. See ``docs/targets.md``.
     """
-    from leakagent.hooks.usertargets import (
-        track as _track,  # imported on first use: this package stays light
-    )
+    # imported on first use: this package stays light
+    from leakagent.runtime.agent import track as _track
 
     return _track(spec)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 
-from leakagent.core.targetspec import DISABLED_ENV, Spec, parse_spec
+from leakagent.core.targetspec import DISABLED_ENV, Spec
 from leakagent.hooks.catalog import CATALOG, Target
 
 TYPE_CHECKING = False
@@ -119,21 +119,3 @@ def never_imported_problem(spec: Spec) -> Optional[str]:
         f"target {spec.text!r}: no module named {top!r} in this interpreter; nothing was "
         "tracked (a typo?)"
     )
-
-
-def track(spec: str) -> bool:
-    """Count ``spec`` (``"module:attribute"``) like a built-in client, from now on.
-
-    Returns True when the running agent will count it (now, or once the module is imported),
-    False when no agent runs in this process (or client tracking is off). A malformed spec
-    raises ValueError. Instances created before the call are not counted; a factory bound by
-    ``from module import factory`` before the call is missed (classes are not).
-    """
-    parsed = parse_spec(spec)
-    from leakagent.runtime.agent import get_agent
-
-    agent = get_agent()
-    if agent is None or not agent.config.track_clients:
-        return False
-    agent.watch(parsed)
-    return True

@@ -247,6 +247,22 @@ def get_agent() -> Optional[Agent]:
     return _agent
 
 
+def track(spec: str) -> bool:
+    """Count ``spec`` (``"module:attribute"``) like a built-in client, from now on.
+
+    Returns True when the running agent will count it (now, or once the module is imported),
+    False when no agent runs in this process (or client tracking is off). A malformed spec
+    raises ValueError. Instances created before the call are not counted; a factory bound by
+    ``from module import factory`` before the call is missed (classes are not).
+    """
+    parsed = parse_spec(spec)
+    agent = get_agent()
+    if agent is None or not agent.config.track_clients:
+        return False
+    agent.watch(parsed)
+    return True
+
+
 def start(config: Optional[Config] = None) -> Optional[Agent]:
     """Start the agent once per process. Never raises (except in strict test mode).
 
