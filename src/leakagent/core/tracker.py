@@ -33,8 +33,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
-    from leakagent.hooks.callsite import Site
-
     Checkpoint = dict[tuple[str, str, int, str], tuple[int, int, dict[int, int]]]
 
 THREADS_PER_SITE = 128
@@ -42,6 +40,9 @@ PRUNE_FROM = 8  # a site with this many thread counters drops those of ended thr
 MAX_NAMES = 4096  # thread names kept for reports (names of ended threads go first)
 OVERFLOW_FILE = "<other call sites>"
 LOCAL_KIND = "threading.local"
+
+Site = tuple[str, int, str]
+"""A call site: (file path, line number, function qualname)."""
 
 CONSTRUCTION_DEPTH: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)
 """How many counted client constructions are running in this context. Anything created inside

@@ -16,7 +16,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
 
-Site = tuple[str, int, str]  # (file path, line number, function qualname)
+    from leakagent.core.tracker import Site
+
 UNKNOWN: Site = ("<unknown>", 0, "<unknown>")
 
 AGENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # leakagent/

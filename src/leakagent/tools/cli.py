@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 
-from leakagent import __version__
+from leakagent._version import __version__
 from leakagent.core.config import SETTINGS, SUMMARY_MODES
 from leakagent.tools.gate import EXIT_SUSPECTS, parse_code
 

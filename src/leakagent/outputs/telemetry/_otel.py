@@ -45,7 +45,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from leakagent import __version__
+from leakagent._version import __version__
 from leakagent.core import guard, log
 from leakagent.core.tracker import LOCAL_KIND
 from leakagent.outputs.memory import read_rss, resolve_limit
