@@ -22,6 +22,7 @@ A hook never breaks the import: its errors are contained (:mod:`leakagent.guard`
 from __future__ import annotations
 
 import _thread
+import os
 import sys
 
 from . import guard
@@ -45,12 +46,26 @@ _STDLIB_NAMES: frozenset[str] | None = getattr(sys, "stdlib_module_names", None)
 _AGENT_PACKAGES = ("wrapt", "leakagent")
 
 
-def _is_dependency(fullname: str) -> bool:
-    """Might a hook import this module (standard library, wrapt, leakagent)?"""
+_STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
+
+
+def _is_dependency(fullname: str, spec: ModuleSpec | None = None) -> bool:
+    """Might a hook import this module (standard library, wrapt, leakagent)?
+
+    Python 3.9 has no list of the standard library: without ``spec`` every name might be,
+    with it the module's origin tells.
+    """
     top = fullname.partition(".")[0]
-    # Python 3.9 has no list of the standard library: every module counts, a hook of a
-    # watched module imported by the program's own modules may then wait for them.
-    return top in _AGENT_PACKAGES or _STDLIB_NAMES is None or top in _STDLIB_NAMES
+    if top in _AGENT_PACKAGES:
+        return True
+    if _STDLIB_NAMES is not None:
+        return top in _STDLIB_NAMES
+    if spec is None:
+        return True
+    origin = spec.origin or ""
+    return origin in ("built-in", "frozen") or (
+        origin.startswith(_STDLIB_DIR) and "-packages" not in origin
+    )
 
 
 def _run_hooks(module: ModuleType) -> None:
@@ -119,8 +134,7 @@ class _HookFinder:
         if not _hooks or fullname in _in_progress:
             return None
         watched = fullname in _hooks
-        dependency = _is_dependency(fullname)
-        if not watched and not dependency:
+        if not watched and not _is_dependency(fullname):
             return None
         _in_progress.add(fullname)
         try:
@@ -135,7 +149,8 @@ class _HookFinder:
         finally:
             _in_progress.discard(fullname)
         loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
+        dependency = _is_dependency(fullname, spec)
+        if loader is None or not hasattr(loader, "exec_module") or not (watched or dependency):
             return spec
         spec.loader = _HookedLoader(loader, dependency)  # type: ignore[assignment]
         return spec
