@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import clean_env, load_report, run_python_launched, write_script
 
 THRESHOLD = 3
@@ -173,6 +175,40 @@ def test_a_c_type_is_wrapped_by_name(tmp_path: Path) -> None:
     assert [(s["kind"], s["line"], s["created"]) for s in suspects] == [
         ("collections.OrderedDict", 5, 8)
     ]
+
+
+@pytest.mark.parametrize(
+    ("first_import", "report"),
+    [("", True), ("import logging", False), ("import json", False)],
+    ids=["report-imports-json-at-start", "program-imports-logging", "program-imports-json"],
+)
+def test_a_target_module_imported_inside_a_stdlib_import_is_patched(
+    tmp_path: Path, first_import: str, report: bool
+) -> None:
+    # collections is imported by functools, imported by enum, re, json and logging: its hook
+    # once ran inside those imports, where `import wrapt` (and `import logging` for the
+    # warning) failed on the half-imported modules: nothing counted, nothing said (item 9).
+    script = write_script(
+        tmp_path,
+        f"""\
+        {first_import}
+        import collections
+        kept = [collections.OrderedDict() for _ in range(8)]  # HERE
+        """,
+    )
+    path = tmp_path / "report.json"
+    env = clean_env(LEAKAGENT_TARGETS="collections:OrderedDict", LEAKAGENT_THRESHOLD="3")
+    if report:
+        env["LEAKAGENT_REPORT"] = str(path)
+    done = run_python_launched(script, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "collections.OrderedDict created 4 times" in done.stderr, done.stderr
+    assert "not counted" not in done.stderr and "internal error" not in done.stderr
+    if report:
+        (suspect,) = load_report(path)["suspects"]
+        assert (suspect["kind"], suspect["line"], suspect["created"]) == (
+            "collections.OrderedDict", 3, 8
+        )
 
 
 PER_CALL_REQUESTS = """\

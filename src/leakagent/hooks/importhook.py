@@ -6,11 +6,23 @@ asks the other finders for the watched module, and wraps the loader it gets so t
 run once the module has executed. The module's ``__loader__`` and ``__spec__.loader`` are the
 original loader again before the module's own code runs.
 
+Hooks import what they need (the client hooks import wrapt, a warning imports ``logging``),
+so they never run while one of those dependencies is half-imported on the same thread: a
+watched module imported *by* the standard library (``collections``, imported by ``functools``,
+imported by ``enum``, ``re``, ``json`` or ``logging``) would otherwise run its hooks inside
+those imports, where ``import wrapt`` and ``import logging`` fail on the partial modules. While
+hooks are pending, the loaders of standard-library, wrapt and leakagent modules are wrapped
+too, to count how deep this thread is in such imports; hooks of a module that finished
+inside them run as soon as the outermost one has finished. A watched module imported by the
+program's own modules still runs its hooks at once (before ``from module import name`` binds).
+
 A hook never breaks the import: its errors are contained (:mod:`leakagent.core.guard`).
 """
 
 from __future__ import annotations
 
+import _thread
+import os
 import sys
 
 from leakagent.core import guard
@@ -26,6 +38,34 @@ if TYPE_CHECKING:
 
 _hooks: dict[str, list[Hook]] = {}
 _in_progress: set[str] = set()
+_depth: dict[int, int] = {}
+"""Thread id -> how many imports of the hooks' dependencies are executing on that thread."""
+_deferred: dict[int, list[ModuleType]] = {}
+"""Thread id -> watched modules that finished inside such imports, whose hooks wait."""
+_STDLIB_NAMES: frozenset[str] | None = getattr(sys, "stdlib_module_names", None)
+_AGENT_PACKAGES = ("wrapt", "leakagent")
+
+
+_STDLIB_DIR = os.path.dirname(os.__file__) + os.sep
+
+
+def _is_dependency(fullname: str, spec: ModuleSpec | None = None) -> bool:
+    """Might a hook import this module (standard library, wrapt, leakagent)?
+
+    Python 3.9 has no list of the standard library: without ``spec`` every name might be,
+    with it the module's origin tells.
+    """
+    top = fullname.partition(".")[0]
+    if top in _AGENT_PACKAGES:
+        return True
+    if _STDLIB_NAMES is not None:
+        return top in _STDLIB_NAMES
+    if spec is None:
+        return True
+    origin = spec.origin or ""
+    return origin in ("built-in", "frozen") or (
+        origin.startswith(_STDLIB_DIR) and "-packages" not in origin
+    )
 
 
 def _run_hooks(module: ModuleType) -> None:
@@ -39,8 +79,9 @@ def _run_hooks(module: ModuleType) -> None:
 class _HookedLoader:
     """Delegates to the real loader, then runs the hooks of the module it executed."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, dependency: bool) -> None:
         self._loader = loader
+        self._dependency = dependency
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
@@ -54,8 +95,34 @@ class _HookedLoader:
         spec = getattr(module, "__spec__", None)
         if spec is not None:
             spec.loader = self._loader
-        self._loader.exec_module(module)
-        _run_hooks(sys.modules.get(module.__name__, module))
+        name = module.__name__
+        if not self._dependency:
+            self._loader.exec_module(module)
+            _finished(name, module)
+            return
+        ident = _thread.get_ident()
+        _depth[ident] = _depth.get(ident, 0) + 1
+        try:
+            self._loader.exec_module(module)
+            if name in _hooks:
+                _deferred.setdefault(ident, []).append(sys.modules.get(name, module))
+        finally:
+            depth = _depth.pop(ident) - 1
+            if depth:
+                _depth[ident] = depth
+            else:  # the outermost one (even if it failed): the waiting hooks run now
+                for waiting in _deferred.pop(ident, ()):
+                    _run_hooks(waiting)
+
+
+def _finished(name: str, module: ModuleType) -> None:
+    """``module`` has executed: run its hooks, or defer them inside a dependency's import."""
+    module = sys.modules.get(name, module)
+    ident = _thread.get_ident()
+    if _depth.get(ident):
+        _deferred.setdefault(ident, []).append(module)
+    else:
+        _run_hooks(module)
 
 
 class _HookFinder:
@@ -64,7 +131,10 @@ class _HookFinder:
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        if fullname not in _hooks or fullname in _in_progress:
+        if not _hooks or fullname in _in_progress:
+            return None
+        watched = fullname in _hooks
+        if not watched and not _is_dependency(fullname):
             return None
         _in_progress.add(fullname)
         try:
@@ -79,9 +149,10 @@ class _HookFinder:
         finally:
             _in_progress.discard(fullname)
         loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
+        dependency = _is_dependency(fullname, spec)
+        if loader is None or not hasattr(loader, "exec_module") or not (watched or dependency):
             return spec
-        spec.loader = _HookedLoader(loader)  # type: ignore[assignment]
+        spec.loader = _HookedLoader(loader, dependency)  # type: ignore[assignment]
         return spec
 
     def invalidate_caches(self) -> None:
@@ -101,6 +172,7 @@ def uninstall() -> None:
     """Remove the finder; hooks not yet run are forgotten."""
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _HookFinder)]
     _hooks.clear()
+    _deferred.clear()
 
 
 def when_imported(name: str, hook: Hook) -> None:

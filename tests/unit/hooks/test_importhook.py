@@ -68,3 +68,33 @@ def test_missing_module_import_error_unchanged() -> None:
     importhook.when_imported("la_no_such_module_xyz", lambda m: None)
     with pytest.raises(ModuleNotFoundError):
         __import__("la_no_such_module_xyz")
+
+
+@pytest.mark.parametrize("stdlib_by", ["name", "origin (Python 3.9)"])
+@pytest.mark.parametrize("outer_is_a_dependency", [True, False])
+def test_hooks_wait_for_the_outermost_import_of_a_dependency(
+    outer_is_a_dependency: bool, stdlib_by: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hook imports wrapt and logging (standard library): it must not run inside their
+    # half-finished import (item 9). A watched module imported by the program's own module
+    # still runs its hooks at once, before the importer goes on.
+    outer = f"la_outer_{abs(hash(tmp_path)) % 10**8}"
+    inner = f"la_inner_{abs(hash(tmp_path)) % 10**8}"
+    (tmp_path / f"{outer}.py").write_text(f"import {inner}\nDONE = True\n")
+    (tmp_path / f"{inner}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    if stdlib_by != "name":
+        monkeypatch.setattr(importhook, "_STDLIB_NAMES", None)
+    if outer_is_a_dependency:
+        monkeypatch.setattr(importhook, "_AGENT_PACKAGES", (*importhook._AGENT_PACKAGES, outer))
+    seen = []
+    importhook.when_imported(
+        inner, lambda m: seen.append(getattr(sys.modules[outer], "DONE", False))
+    )
+    try:
+        __import__(outer)
+        assert seen == [outer_is_a_dependency]
+        assert not importhook._depth and not importhook._deferred
+    finally:
+        for name in (outer, inner):
+            sys.modules.pop(name, None)
