@@ -67,7 +67,7 @@ def build(
     tracker: Tracker, *, final: bool = False, sections: Optional[dict[str, Any]] = None
 ) -> dict[str, Any]:
     """The JSON-ready report of ``tracker`` now; ``sections`` adds top-level sections
-    (``memory`` and ``timeseries`` from :mod:`leakagent.outputs.memory`)."""
+    (``memory`` and ``timeseries`` from :mod:`leakagent.outputs.memwatch`)."""
     sites = [_site_json(s) for s in tracker.snapshot()]
     data = {
         "schema_version": SCHEMA_VERSION,

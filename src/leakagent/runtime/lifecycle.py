@@ -17,7 +17,7 @@ import sys
 
 from leakagent.core import guard, log
 from leakagent.outputs import report as report_mod
-from leakagent.outputs.memory import MemoryWatcher
+from leakagent.outputs.memwatch import MemoryWatcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

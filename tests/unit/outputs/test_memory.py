@@ -10,7 +10,7 @@ import pytest
 from leakagent.core import config as config_mod
 from leakagent.core.config import parse_size
 from leakagent.core.tracker import Tracker
-from leakagent.outputs import memory
+from leakagent.outputs import memory, memwatch
 
 
 @pytest.mark.parametrize(
@@ -178,8 +178,8 @@ class _Fake:
         self.rewrites += 1
 
 
-def _watcher(tracker: Tracker, fake: _Fake, **env: str) -> memory.MemoryWatcher:
-    watcher = memory.MemoryWatcher(
+def _watcher(tracker: Tracker, fake: _Fake, **env: str) -> memwatch.MemoryWatcher:
+    watcher = memwatch.MemoryWatcher(
         tracker,
         config_mod.load({"LEAKAGENT_MEMORY_INTERVAL": "1", **env}),
         rewrite_report=fake.rewrite,
@@ -227,7 +227,7 @@ def test_warns_once_per_fraction_with_growth_since_the_last_warning(
     first, second = watcher.warnings
     assert first["top"][0]["growth"] == 5 and second["top"][0]["growth"] == 3
     assert second["top"][0]["live"] == 8
-    line = memory.warning_line(second, "LEAKAGENT_MEMORY_LIMIT", "/tmp/report.json")
+    line = memwatch.warning_line(second, "LEAKAGENT_MEMORY_LIMIT", "/tmp/report.json")
     assert line.startswith("memory at 100% of the limit (RSS 995 B of 1000 B")
     assert "lib.Client at /app/a.py:3 in make +3 live (8 live of 8 created)" in line
     assert line.endswith("report rewritten: /tmp/report.json")
@@ -239,7 +239,7 @@ def test_warning_without_tracked_growth_says_so() -> None:
     watcher = _watcher(tracker, fake, LEAKAGENT_MEMORY_WARN_AT="0.5")
     fake.rss = 600
     watcher.tick(now=1.0)
-    line = memory.warning_line(watcher.warnings[0], "cgroup v2 memory.max", None)
+    line = memwatch.warning_line(watcher.warnings[0], "cgroup v2 memory.max", None)
     assert "no tracked client or threading.local grew" in line
     assert "report rewritten" not in line
 
@@ -258,12 +258,12 @@ def test_series_is_bounded_and_keeps_the_whole_run() -> None:
         watcher.tick(now=tracker.started + second)
     series = watcher.sections()["timeseries"]
     points = series["points"]
-    assert len(points) <= memory.MAX_POINTS
+    assert len(points) <= memwatch.MAX_POINTS
     assert points[0]["t"] == 0.0
     assert points[-1]["t"] >= 1000 - 2 * series["step"]
     assert series["step"] > 1.0
-    assert all(len(p["sites"]) <= memory.SITES_PER_POINT for p in points)
-    assert len(series["sites"]) <= memory.MAX_SERIES_SITES
+    assert all(len(p["sites"]) <= memwatch.SITES_PER_POINT for p in points)
+    assert len(series["sites"]) <= memwatch.MAX_SERIES_SITES
     ids = {site["id"] for site in series["sites"]}
     assert all(entry[0] in ids for p in points for entry in p["sites"])
 
