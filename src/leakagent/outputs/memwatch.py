@@ -8,9 +8,7 @@ sites whose live instances grew the most, and has the report rewritten at once: 
 words before an OOM kill. Without a limit (see :mod:`leakagent.outputs.memory`): no warning,
 only the time series.
 
-The same thread samples the bounded time series of the report (memory, and created/live
-instances of the top call sites): at most :data:`MAX_POINTS` points; when full, every other
-point is dropped and the step doubles, so the whole run stays covered at a coarser grain.
+The same thread samples the report's bounded time series (:mod:`leakagent.outputs.timeseries`).
 
 Nothing here runs on the start-up path but :meth:`MemoryWatcher.start` (one thread start):
 the limit is looked up on the thread itself.
@@ -24,6 +22,7 @@ import time
 from leakagent.core import guard, log
 from leakagent.outputs import report as report_mod
 from leakagent.outputs.memory import read_rss, resolve_limit
+from leakagent.outputs.timeseries import TimeSeries, site_fields
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,20 +36,10 @@ PART = "memory"
 # Bound at import, when the agent starts: eventlet/gevent monkey-patching later replaces
 # time.sleep with a green version that must not run on this raw OS thread.
 _sleep = time.sleep
-MAX_POINTS = 120
-"""Most points in the report's time series."""
-SITES_PER_POINT = 5
-"""Most call sites (by live instances) recorded in one point."""
-MAX_SERIES_SITES = 50
-"""Most distinct call sites named by the whole series."""
 TOP_IN_WARNING = 3
 
 
 human_bytes = report_mod.human_bytes
-
-
-def _site_fields(key: tuple[str, str, int, str]) -> dict[str, Any]:
-    return {"kind": key[0], "file": key[1], "line": key[2], "function": key[3]}
 
 
 class MemoryWatcher:
@@ -86,10 +75,7 @@ class MemoryWatcher:
         self.warnings: list[dict[str, Any]] = []
         self._warned: set[float] = set()
         self._baseline: dict[tuple[str, str, int, str], int] = {}
-        self.points: list[dict[str, Any]] = []
-        self.step = self.config.memory_interval
-        self._next_point = 0.0
-        self._site_ids: dict[tuple[str, str, int, str], int] = {}
+        self.timeseries = TimeSeries(self.config.memory_interval)
         self.running = False
 
     # -- the thread -----------------------------------------------------------------------
@@ -136,7 +122,7 @@ class MemoryWatcher:
             self.rss = rss
             if self.rss_peak is None or rss > self.rss_peak:
                 self.rss_peak = rss
-        if self.series and now >= self._next_point:
+        if self.series and now >= self.timeseries.next_point:
             self.sample(now, rss)
         if self.limit:
             fraction = rss / self.limit
@@ -164,37 +150,13 @@ class MemoryWatcher:
     # -- time series ----------------------------------------------------------------------
 
     def sample(self, now: Optional[float] = None, rss: Optional[int] = None) -> None:
-        """Append one point (memory, totals, top sites by live instances)."""
+        """Append one point of the time series."""
         now = time.time() if now is None else now
         if rss is None:
             rss = self.rss
-        counts = self.tracker.live_counts()
-        top = sorted(counts.items(), key=lambda item: (-item[1][1], -item[1][0]))
-        sites = []
         with self._lock:
-            for key, (created, live, _suspect, _verdict) in top[:SITES_PER_POINT]:
-                if not created:
-                    continue
-                site_id = self._site_ids.get(key)
-                if site_id is None:
-                    if len(self._site_ids) >= MAX_SERIES_SITES:
-                        continue
-                    site_id = self._site_ids[key] = len(self._site_ids)
-                sites.append([site_id, created, live])
-            point = {
-                "t": round(now - self.tracker.started, 3),
-                "rss": rss,
-                "created": sum(c[0] for c in counts.values()),
-                "live": sum(c[1] for c in counts.values()),
-                "sites": sites,
-            }
-            self.points.append(point)
+            self.timeseries.sample(self.tracker, now, rss)
             self.version += 1
-            if len(self.points) > MAX_POINTS:
-                # Keep the first and every other point: the whole run, at half the grain.
-                self.points = self.points[::2]
-                self.step *= 2
-            self._next_point = now + self.step
 
     # -- the warning ----------------------------------------------------------------------
 
@@ -210,7 +172,7 @@ class MemoryWatcher:
         self._baseline = {key: value[1] for key, value in counts.items()}
         top = []
         for growth, key, created, live, suspect, verdict in grown:
-            entry = _site_fields(key)
+            entry = site_fields(key)
             entry.update(
                 growth=growth, live=live, created=created, suspect=suspect, verdict=verdict
             )
@@ -239,9 +201,6 @@ class MemoryWatcher:
         if not self.config.memory_watch:
             return {}
         with self._lock:
-            sites = [
-                {"id": site_id, **_site_fields(key)} for key, site_id in self._site_ids.items()
-            ]
             return {
                 "memory": {
                     "rss": self.rss,
@@ -252,12 +211,7 @@ class MemoryWatcher:
                     "interval": self.config.memory_interval,
                     "warnings": list(self.warnings),
                 },
-                "timeseries": {
-                    "max_points": MAX_POINTS,
-                    "step": self.step,
-                    "sites": sites,
-                    "points": list(self.points),
-                },
+                "timeseries": self.timeseries.section(),
             }
 
 

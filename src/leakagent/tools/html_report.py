@@ -12,7 +12,7 @@ import html
 import pygal
 
 from leakagent.outputs import report as report_mod
-from leakagent.tools.viewer import series_sites
+from leakagent.outputs.timeseries import series_sites
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ import json
 import sys
 
 from leakagent.outputs import report as report_mod
+from leakagent.outputs.timeseries import series_sites
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -113,23 +114,6 @@ def _encodable(text: str) -> bool:
     except (UnicodeEncodeError, LookupError):
         return False
     return True
-
-
-def series_sites(data: dict[str, Any]) -> list[tuple[dict[str, Any], list[int], list[int]]]:
-    """(site, created per point, live per point) for each site of the time series."""
-    series = data.get("timeseries") or {}
-    points = series.get("points") or []
-    out = []
-    for site in series.get("sites") or []:
-        created: list[int] = []
-        live: list[int] = []
-        for point in points:
-            entry = next((s for s in point.get("sites", ()) if s[0] == site["id"]), None)
-            created.append(entry[1] if entry else (created[-1] if created else 0))
-            live.append(entry[2] if entry else 0)
-        out.append((site, created, live))
-    out.sort(key=lambda item: -max(item[2], default=0))
-    return out
 
 
 def render(data: dict[str, Any], *, all_sites: bool = False, width: int = 60) -> str:

@@ -10,7 +10,7 @@ import pytest
 from leakagent.core import config as config_mod
 from leakagent.core.config import parse_size
 from leakagent.core.tracker import Tracker
-from leakagent.outputs import memory, memwatch
+from leakagent.outputs import memory, memwatch, timeseries
 
 
 @pytest.mark.parametrize(
@@ -258,12 +258,12 @@ def test_series_is_bounded_and_keeps_the_whole_run() -> None:
         watcher.tick(now=tracker.started + second)
     series = watcher.sections()["timeseries"]
     points = series["points"]
-    assert len(points) <= memwatch.MAX_POINTS
+    assert len(points) <= timeseries.MAX_POINTS
     assert points[0]["t"] == 0.0
     assert points[-1]["t"] >= 1000 - 2 * series["step"]
     assert series["step"] > 1.0
-    assert all(len(p["sites"]) <= memwatch.SITES_PER_POINT for p in points)
-    assert len(series["sites"]) <= memwatch.MAX_SERIES_SITES
+    assert all(len(p["sites"]) <= timeseries.SITES_PER_POINT for p in points)
+    assert len(series["sites"]) <= timeseries.MAX_SERIES_SITES
     ids = {site["id"] for site in series["sites"]}
     assert all(entry[0] in ids for p in points for entry in p["sites"])
 
