@@ -131,6 +131,13 @@ SETTINGS: tuple[Setting, ...] = (
         "1",
         "Seconds between two reads of the process memory.",
     ),
+    Setting(
+        "LEAKAGENT_SHOW_INTERNAL",
+        "0",
+        "Also list the standard library's and the agent's own call sites (made once at "
+        "import time) in summaries, memory warnings and the viewer's legends; they are "
+        "always counted in the totals.",
+    ),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -164,6 +171,7 @@ class Config:
         cgroup_root: str = "/sys/fs/cgroup",
         targets: tuple[str, ...] = (),
         disabled_targets: tuple[str, ...] = (),
+        show_internal: bool = False,
     ) -> None:
         self.enabled = enabled
         self.threshold = threshold
@@ -189,6 +197,8 @@ class Config:
         """User target specs (``module:attribute``), already validated."""
         self.disabled_targets = disabled_targets
         """Catalog names not to patch; ``("*",)`` for all."""
+        self.show_internal = show_internal
+        """List stdlib and agent-internal sites that are not suspects (``--all``)."""
 
 
 class _Reader:
@@ -295,6 +305,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         problems=tuple(reader.problems),
         targets=tuple(spec.text for spec in specs),
         disabled_targets=disabled,
+        show_internal=reader.flag("LEAKAGENT_SHOW_INTERNAL"),
     )
 
 
