@@ -21,8 +21,9 @@ import time
 
 from leakagent.core import guard, log
 from leakagent.outputs import report as report_mod
+from leakagent.outputs import sizing
 from leakagent.outputs.memory import read_rss, resolve_limit
-from leakagent.outputs.timeseries import TimeSeries, site_fields
+from leakagent.outputs.timeseries import FIRST_STEP, TimeSeries, site_fields
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ PART = "memory"
 # time.sleep with a green version that must not run on this raw OS thread.
 _sleep = time.sleep
 TOP_IN_WARNING = 3
+MEASURED_IN_WARNING = 10
 
 
 human_bytes = report_mod.human_bytes
@@ -75,7 +77,7 @@ class MemoryWatcher:
         self.warnings: list[dict[str, Any]] = []
         self._warned: set[float] = set()
         self._baseline: dict[tuple[str, str, int, str], int] = {}
-        self.timeseries = TimeSeries(self.config.memory_interval)
+        self.timeseries = TimeSeries(min(FIRST_STEP, self.config.memory_interval))
         self.running = False
 
     # -- the thread -----------------------------------------------------------------------
@@ -107,7 +109,8 @@ class MemoryWatcher:
             interval = self.config.memory_interval
             while not self._stopped:
                 self.tick()
-                _sleep(interval)
+                # The series' first points come faster than the memory readings.
+                _sleep(min(interval, self.timeseries.step) if self.series else interval)
         except Exception as exc:
             self.running = False
             guard.failed(PART, exc)
@@ -163,20 +166,33 @@ class MemoryWatcher:
     def _warn(self, fraction: float, rss: int, now: float) -> None:
         counts = self.tracker.live_counts()
         grown = []
+        show_internal = self.config.show_internal
         for key, (created, live, suspect, verdict) in counts.items():
             growth = live - self._baseline.get(key, 0)
-            if growth > 0:
+            if growth > 0 and report_mod.listed(
+                {**site_fields(key), "suspect": suspect}, show_internal
+            ):
                 grown.append((growth, key, created, live, suspect, verdict))
         grown.sort(key=lambda item: (-item[0], not item[4]))
-        del grown[TOP_IN_WARNING:]
+        del grown[MEASURED_IN_WARNING:]
         self._baseline = {key: value[1] for key, value in counts.items()}
         top = []
         for growth, key, created, live, suspect, verdict in grown:
             entry = site_fields(key)
+            each = sizing.site_estimate(self.tracker, key)
             entry.update(
-                growth=growth, live=live, created=created, suspect=suspect, verdict=verdict
+                growth=growth,
+                live=live,
+                created=created,
+                suspect=suspect,
+                verdict=verdict,
+                bytes_per_instance=each,
+                live_bytes=None if each is None else each * live,
             )
             top.append(entry)
+        # The site whose growth holds the most memory first, when that is known.
+        top.sort(key=lambda e: (-(e["growth"] * (e["bytes_per_instance"] or 0)), -e["growth"]))
+        del top[TOP_IN_WARNING:]
         record = {
             "at": report_mod.iso(now),
             "fraction": fraction,
@@ -227,10 +243,11 @@ def warning_line(record: dict[str, Any], source: Optional[str], report_path: Opt
         parts = []
         for site in record["top"]:
             flag = f", suspect, {site['verdict']}" if site["suspect"] else ""
+            memory = report_mod.memory_text(site)
             parts.append(
                 f"{site['kind']} at {report_mod.display_path(site['file'])}:{site['line']} in "
                 f"{site['function']} +{site['growth']} live ({site['live']} live of "
-                f"{site['created']} created{flag})"
+                f"{site['created']} created{flag}{', ' + memory if memory else ''})"
             )
         text += " — live instances grew most at: " + "; ".join(parts)
     else:

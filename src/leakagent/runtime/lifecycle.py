@@ -120,7 +120,12 @@ class Reporter:
             if not final and not self._force and generation == self._written_generation:
                 return None
             self._force = False
-            data = report_mod.build(self.tracker, final=final, sections=self.memory.sections())
+            data = report_mod.build(
+                self.tracker,
+                final=final,
+                sections=self.memory.sections(),
+                show_internal=self.config.show_internal,
+            )
             if self.path:
                 report_mod.write_json(data, self.path)
             self._written_generation = generation
