@@ -95,8 +95,9 @@ def test_viewer_shows_the_exit_summary_and_charts(tmp_path: Path) -> None:
     assert "requests.Session — retention" in out
     assert "memory (RSS) over time" in out
     assert "live instances over time (all tracked call sites):" in out
-    sessions = r"live \d+ -> 400 \(peak 400\), created 400: requests\.Session at app\.py:\d+"
-    assert re.search(sessions, out)
+    assert re.search(r"\d\. requests\.Session at app\.py:\d+ in Uploader\.session", out)
+    assert re.search(r"live .*now 400 \(peak 400\)", out)
+    assert re.search(r"created .* -> 400", out)
     assert "█" in out
 
 

@@ -116,6 +116,65 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _site_key(site: dict[str, Any]) -> tuple[Any, ...]:
+    return (site.get("kind"), site.get("file"), site.get("line"), site.get("function"))
+
+
+def _per_site_lines(
+    data: dict[str, Any], rss: list[int], width: int, blocks: str
+) -> list[str]:
+    """Each suspect's creations and live instances over time, under the process memory on
+    the same time axis (each line scaled to its own peak); then the other sites' lines."""
+    by_key = {_site_key(site): site for site in data.get("sites") or []}
+    show_internal = bool((data.get("agent") or {}).get("show_internal"))
+    base = (data.get("process") or {}).get("program_dir")
+    series = [
+        (site, created, live)
+        for site, created, live in series_sites(data)
+        if report_mod.listed(by_key.get(_site_key(site), site), show_internal)
+    ]
+    suspects = [item for item in series if by_key.get(_site_key(item[0]), {}).get("suspect")]
+    others = [item for item in series if item not in suspects]
+    lines: list[str] = []
+    if not series:
+        return lines
+    column = max(len("created"), len("memory (RSS)")) + 2
+    lines.append("")
+    lines.append("per call site, on the same time axis as the memory (each line scaled to its "
+                 "own peak):")
+    lines.append(
+        f"  {'memory (RSS)':<{column}}{sparkline(rss, width, blocks)}  "
+        f"{report_mod.human_bytes(rss[0])} -> {report_mod.human_bytes(rss[-1])}"
+    )
+    for number, (site, created, live) in enumerate(suspects[:5], 1):
+        full = by_key.get(_site_key(site), {})
+        peak = max(full.get("live_peak", 0), max(live, default=0))
+        memory = report_mod.memory_text(full)
+        lines.append(
+            f"  {number}. {site['kind']} at {report_mod.where(site, base)}"
+            + (f" ({memory})" if memory else "")
+        )
+        lines.append(
+            f"  {'  created':<{column}}{sparkline(created, width, blocks)}  "
+            f"{created[0]} -> {full.get('created', created[-1])}"
+        )
+        lines.append(
+            f"  {'  live':<{column}}{sparkline(live, width, blocks)}  "
+            f"now {full.get('live', live[-1])} (peak {peak})"
+        )
+    if others:
+        lines.append("  other call sites (live instances):")
+        for site, created, live in others[:5]:
+            full = by_key.get(_site_key(site), {})
+            lines.append(
+                f"  {'':<{column}}{sparkline(live, width, blocks)}  now "
+                f"{full.get('live', live[-1])} (peak {max(full.get('live_peak', 0), *live)}), "
+                f"created {full.get('created', created[-1])}: {site['kind']} at "
+                f"{report_mod.where(site, base)}"
+            )
+    return lines
+
+
 def render(data: dict[str, Any], *, all_sites: bool = False, width: int = 60) -> str:
     """The text the viewer prints."""
     unicode = _encodable(BLOCKS + "┤—")
@@ -187,16 +246,7 @@ def render(data: dict[str, Any], *, all_sites: bool = False, width: int = 60) ->
                 label=lambda v: f"{v:.0f}",
             )
         )
-        sites = series_sites(data)
-        if sites:
-            lines.append("")
-            lines.append("live instances per call site (each line scaled to its own peak):")
-            for site, created, live in sites[:5]:
-                lines.append(
-                    f"  {sparkline(live, width, blocks)}  live {live[0]} -> {live[-1]} "
-                    f"(peak {max(live)}), created {created[-1]}: {site['kind']} at "
-                    f"{report_mod.display_path(site['file'])}:{site['line']} in {site['function']}"
-                )
+        lines.extend(_per_site_lines(data, rss, width, blocks))
     elif not points:
         lines.append("")
         lines.append(
