@@ -4,9 +4,10 @@ Method (measured in docs/memory.md): for a site with live instances, up to
 :data:`SAMPLE` of them are taken (:meth:`Tracker.sample_live`) and each is walked with
 ``gc.get_referents`` breadth-first, summing ``sys.getsizeof`` of what it reaches. The walk
 stops at what is not the instance's own: modules, classes, functions and code, and whatever
-two sampled instances both reach (a shared session, loader or cache); it visits at most
-:data:`BUDGET` objects per instance. ``bytes_per_instance`` is the median of the samples and
-``live_bytes`` is that times the live count. A site that churns keeps few instances alive, so
+two sampled instances both reach, or a live instance of another site reaches (a shared
+session, loader or cache); it visits at most :data:`BUDGET` objects per instance.
+``bytes_per_instance`` is the median of the samples and ``live_bytes`` that times the live
+count. A site that churns keeps few instances alive, so
 it is never blamed for memory others retain.
 
 Nothing here runs on the hot path: it runs when a report is built or a warning written, for
@@ -18,11 +19,13 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from _collections import deque  # type: ignore[import-not-found]
 
 from leakagent.core import guard
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, Optional
 
     from leakagent.core.tracker import Tracker
@@ -30,45 +33,38 @@ if TYPE_CHECKING:
     SiteKey = tuple[str, str, int, str]
 
 PART = "sizing"
-SAMPLE = 4
+SAMPLE = 3
 """Live instances measured per site."""
-BUDGET = 20_000
+BUDGET = 5_000
 """Most objects visited from one instance."""
-MAX_SITES = 20
+REFERENCES = 3
+"""Live instances of other sites walked to find what is shared."""
+REFERENCE_BUDGET = 10_000
+"""Most objects visited from one reference."""
+MAX_SITES = 10
 """Most sites measured in one call (suspects first, then by live instances)."""
-REFRESH = 10.0
+REFRESH = 30.0
 """Seconds an estimate is reused before the site is measured again."""
 MAX_CACHED = 256
 
 
 
-class _Probe:
-    def method(self) -> None:
-        """A bound method's type, without importing ``types`` on the start-up path."""
-
-
 def _stop_types() -> tuple[type, ...]:
-    """What an instance refers to but does not own: modules, classes, functions, code."""
-    return (
-        type,
-        type(sys),
-        type(_stop_types),
-        type(len),
-        type(_stop_types.__code__),
-        type(sys._getframe()),
-        type(_Probe().method),
-    )
+    """What an instance refers to but does not own: modules, classes, builtins, code, frames
+    (functions are walked: a closure or bound method may hold the instance's own state; the
+    globals they reach are module dicts, where the walk stops)."""
+    return (type, type(sys), type(len), type(_stop_types.__code__), type(sys._getframe()))
 
 
 _STOP_TYPES = _stop_types()
 
 
-def _reach(root: object, stop: set[int]) -> dict[int, int]:
+def _reach(root: object, stop: set[int], budget: int) -> dict[int, int]:
     """id -> size of the objects reachable from ``root`` (bounded, stopping at ``stop``)."""
     seen: dict[int, int] = {}
-    queue = [root]
-    while queue and len(seen) < BUDGET:
-        obj = queue.pop()
+    queue = deque([root])  # breadth-first: what the instance holds directly comes first
+    while queue and len(seen) < budget:
+        obj = queue.popleft()
         ident = id(obj)
         if ident in seen or ident in stop or isinstance(obj, _STOP_TYPES):
             continue
@@ -80,21 +76,44 @@ def _reach(root: object, stop: set[int]) -> dict[int, int]:
     return seen
 
 
-def measure(instances: list[object]) -> Optional[int]:
-    """Bytes one of ``instances`` holds of its own (median over them); None if none given."""
+def _module_dicts() -> set[int]:
+    """ids of every loaded module's globals: shared by everything, owned by nothing here."""
+    out = set()
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if namespace is not None:
+            out.add(id(namespace))
+    return out
+
+
+def measure(instances: list[object], references: Sequence[object] = ()) -> Optional[int]:
+    """Bytes one of ``instances`` holds of its own (median over them); None if none given.
+
+    ``references`` are live instances of other sites: what they reach without going through
+    ``instances`` is shared, not owned (this tells a lone instance's shared state apart)."""
     if not instances:
         return None
     stop = {id(obj) for obj in instances}
+    stop.update(_module_dicts())
+    shared: set[int] = set()
+    for reference in references:
+        if id(reference) not in stop:
+            shared.update(_reach(reference, stop, REFERENCE_BUDGET))
     reached = []
     for obj in instances:
         others = stop - {id(obj)}
-        reached.append(_reach(obj, others))
+        reached.append(_reach(obj, others, BUDGET))
     seen_by: dict[int, int] = {}
     for found in reached:
         for ident in found:
             seen_by[ident] = seen_by.get(ident, 0) + 1
     sizes = sorted(
-        sum(size for ident, size in found.items() if seen_by[ident] == 1) for found in reached
+        sum(
+            size
+            for ident, size in found.items()
+            if seen_by[ident] == 1 and ident not in shared
+        )
+        for found in reached
     )
     return sizes[len(sizes) // 2]
 
@@ -107,16 +126,34 @@ class Sizer:
         self._cache: dict[SiteKey, tuple[float, Optional[int], int]] = {}
         """key -> (when, estimate, how many instances it was measured on)."""
 
-    def per_instance(self, key: SiteKey, now: Optional[float] = None) -> Optional[int]:
+    def references(
+        self, counts: dict[SiteKey, tuple[int, int, bool, Optional[str]]]
+    ) -> list[tuple[SiteKey, object]]:
+        """One live instance of each of the (at most :data:`REFERENCES`) sites keeping most."""
+        ranked = sorted((k for k, c in counts.items() if c[1] > 0), key=lambda k: -counts[k][1])
+        out: list[tuple[SiteKey, object]] = []
+        for key in ranked[: REFERENCES + 1]:
+            out.extend((key, obj) for obj in self.tracker.sample_live(key, 1))
+        return out
+
+    def per_instance(
+        self,
+        key: SiteKey,
+        now: Optional[float] = None,
+        references: Optional[list[tuple[SiteKey, object]]] = None,
+    ) -> Optional[int]:
         """The estimate for one site (measured now unless a recent one is cached)."""
         now = time.time() if now is None else now
         cached = self._cache.get(key)
         if cached is not None and now - cached[0] < REFRESH:
             return cached[1]
+        if references is None:
+            references = self.references(self.tracker.live_counts())
+        others = [obj for other, obj in references if other != key][:REFERENCES]
         sampled = self.tracker.sample_live(key, SAMPLE)
         count = len(sampled)
-        estimate = measure(sampled)
-        del sampled
+        estimate = measure(sampled, others)
+        del sampled, others
         if cached is not None and cached[1] is not None and count < min(cached[2], 2):
             # None alive now, or one alone (whose shared state cannot be told apart): what
             # several instances measured before is the better estimate.
@@ -134,10 +171,12 @@ class Sizer:
             key=lambda item: (not item[1][2], -item[1][1]),
         )
         now = time.time()
+        references = self.references(counts)
         out: dict[SiteKey, tuple[Optional[int], int]] = {}
         for key, (_created, live, _suspect, _verdict) in ranked[:MAX_SITES]:
-            each = self.per_instance(key, now)
+            each = self.per_instance(key, now, references)
             out[key] = (each, (each or 0) * live)
+        del references
         return out
 
 
