@@ -178,22 +178,26 @@ def build(
 
 
 def display_path(path: str, base: Optional[str] = None) -> str:
-    """``path`` relative to ``base`` (the program's directory) or the current directory when
-    it lies below it; an installed library's or the standard library's from its package."""
-    roots = [base] if base else []
-    try:
-        roots.append(os.getcwd())
-    except OSError:
-        pass
-    for root in roots:
-        if root and path.startswith(root.rstrip(os.sep) + os.sep):
-            return path[len(root.rstrip(os.sep)) + 1 :]
+    """``path`` as a person reads it: an installed library's or the standard library's from
+    its package (``botocore/client.py``), else relative to the current directory or to
+    ``base`` (the program's directory) when it lies below one of them."""
     for marker in ("site-packages", "dist-packages"):
         cut = path.rfind(f"{os.sep}{marker}{os.sep}")
         if cut >= 0:
             return path[cut + len(marker) + 2 :]
     if path.startswith(_STDLIB_DIR):
         return path[len(_STDLIB_DIR) :]
+    roots = []
+    try:
+        roots.append(os.getcwd())
+    except OSError:
+        pass
+    if base:
+        roots.append(base)
+    for root in roots:
+        root = root.rstrip(os.sep)
+        if root and path.startswith(root + os.sep):
+            return path[len(root) + 1 :]
     return path
 
 
@@ -303,7 +307,8 @@ def render_text(
             memory = memory_text(site) if site.get("live") else None
             lines.append(
                 f"     {kind_label(site)} at {where(site, base)}: created {site['created']} on "
-                f"{site['threads']} threads, live {site['live']}"
+                f"{site['threads']} thread{'s' if site['threads'] != 1 else ''}, "
+                f"live {site['live']}"
                 + (f" ({memory})" if memory else "")
             )
     elif shown and suspects:
