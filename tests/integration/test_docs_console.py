@@ -4,7 +4,8 @@ A block fenced with ```console holds ``$ command`` lines, each followed by what 
 (stdout and stderr as a terminal shows them). This test runs the blocks of each file in
 order, in one scratch directory holding a copy of ``examples/`` (so a later block can read
 what an earlier one wrote), and compares modulo what changes from run to run: pids, times,
-sizes, thread numbers, counts per thread, paths of the scratch directory. A line ``...``
+sizes, thread numbers, counts per thread, paths of the scratch directory, the order of
+warnings that different threads print at once. A line ``...``
 stands for any number of lines (a chart, a long listing).
 """
 
@@ -43,11 +44,29 @@ _VARYING = [
 ]
 
 
+_WARNING = re.compile(r"^leakagent: .* created \d+ times on thread ")
+
+
+def _sort_warnings(text: str) -> str:
+    """Warnings printed in a row by different threads come in any order: sort each run."""
+    out: list[str] = []
+    run: list[str] = []
+    for line in text.split("\n"):
+        if _WARNING.match(line):
+            run.append(line)
+            continue
+        out.extend(sorted(run))
+        run = []
+        out.append(line)
+    out.extend(sorted(run))
+    return "\n".join(out)
+
+
 def normalize(text: str, scratch: Path) -> str:
     text = text.replace(str(scratch) + os.sep, "").replace(str(scratch), ".")
     for pattern, replacement in _VARYING:
         text = pattern.sub(replacement, text)
-    return text
+    return _sort_warnings(text)
 
 
 def console_blocks(path: Path) -> list[tuple[int, str, str]]:
