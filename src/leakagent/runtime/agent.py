@@ -168,7 +168,7 @@ class Agent:
         self._start_telemetry()
 
     def _start_telemetry(self) -> None:
-        """OpenTelemetry export, only when the OTEL_* variables configure it (issue 3)."""
+        """OpenTelemetry export, only when the OTEL_* variables configure it."""
         try:
             from leakagent.outputs import (
                 telemetry,  # light: no OpenTelemetry import unless export is on

@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help="level of the 'leakagent' stderr logger (LEAKAGENT_LOG_LEVEL, default WARNING)",
     )
-    # -- OpenTelemetry export (issue 3): the flags only set the standard OTEL_* variables.
+    # -- OpenTelemetry export: the flags only set the standard OTEL_* variables.
     add(
         "--otlp",
         metavar="ENDPOINT",
@@ -242,7 +242,7 @@ def _environment(options: argparse.Namespace, directory: str) -> dict[str, str]:
     return env
 
 
-# -- OpenTelemetry export (issue 3) ---------------------------------------------------------
+# -- OpenTelemetry export ----------------------------------------------------------------
 
 _ENDPOINT = re.compile(r"^(https?://\S+|[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$")
 OTEL_INSTRUMENT = "opentelemetry-instrument"

@@ -2,8 +2,8 @@
 
 Suspects first, as cards (kind, verdict, counts, memory, code, hint), then one chart per
 suspect (its creations and live instances over time beside the process memory, one time
-axis), the memory chart, then the other call sites. Needs pygal (``pip install
-'leakagent[viewer]'``), a small pure-Python SVG charting library, imported only here. The
+axis), the memory chart, then the other call sites. Needs pygal (the ``viewer``
+extra), a small pure-Python SVG charting library, imported only here. The
 page is self-contained (SVG inlined, pygal's tooltip script left out) and written 0600, like
 the JSON report: it names the program's files and lines.
 """

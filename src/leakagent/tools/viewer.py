@@ -4,7 +4,7 @@ A report left behind by a process that was killed (the OOM killer's SIGKILL leav
 summary) reads the same as the summary the process would have printed, followed by the
 memory warnings and small text charts of memory and live instances over time, drawn from the
 report's bounded time series. ``--html OUT.html`` writes the same with SVG charts made by
-pygal (``pip install 'leakagent[viewer]'``).
+pygal (the ``viewer`` extra: ``pip install '.[viewer]'`` in a clone of the repository).
 
 A program literally named ``report`` runs under the launcher as ``leakagent -- report``.
 """
@@ -270,7 +270,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--html",
         metavar="OUT.html",
-        help="also write an HTML page with SVG charts (needs pygal: leakagent[viewer])",
+        help="also write an HTML page: suspect cards, code, charts (needs pygal: the viewer "
+        "extra)",
     )
     return parser
 
@@ -289,7 +290,8 @@ def main(argv: Sequence[str]) -> int:
             from leakagent.tools.html_report import write_html
         except ImportError as exc:
             sys.stderr.write(
-                f"leakagent report: --html needs pygal ({exc}); pip install 'leakagent[viewer]'\n"
+                f"leakagent report: --html needs pygal ({exc}); install the viewer extra "
+                "(pip install '.[viewer]' in a clone of leakagent)\n"
             )
             return EXIT_UNREADABLE
         write_html(data, options.html, render(data, all_sites=options.all, width=options.width))
