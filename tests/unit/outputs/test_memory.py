@@ -274,3 +274,30 @@ def test_no_sections_when_switched_off() -> None:
     assert watcher.sections() == {}
     watcher.start(series=True)  # starts nothing
     assert not watcher.running
+
+
+@pytest.mark.parametrize(("seconds", "least"), [(2, 15), (5 * 3600, 50)])
+def test_series_is_readable_for_a_short_and_a_long_run(seconds: int, least: int) -> None:
+    tracker = Tracker()
+    series = timeseries.TimeSeries()
+    now = tracker.started
+    while now <= tracker.started + seconds:
+        if now >= series.next_point:
+            series.sample(tracker, now, 1)
+        now += 0.1 if now - tracker.started < 60 else 1.0  # the watcher's ticks
+    points = series.section()["points"]
+    assert least <= len(points) <= timeseries.MAX_POINTS
+    assert points[-1]["t"] >= seconds - 2 * series.step
+
+
+def test_a_churning_suspect_is_in_every_point() -> None:
+    tracker = Tracker(threshold=3)
+    kept = [_Obj() for _ in range(20)]
+    for n, obj in enumerate(kept):  # 20 live at 20 sites, none suspect
+        tracker.record("k", (f"/app/keep{n}.py", 1, "f"), obj)
+    for _ in range(10):  # a suspect that keeps nothing alive
+        tracker.record("k", ("/app/churn.py", 1, "f"), _Obj())
+    series = timeseries.TimeSeries()
+    series.sample(tracker, tracker.started + 1, 1)
+    ids = {s["id"]: s["file"] for s in series.section()["sites"]}
+    assert "/app/churn.py" in [ids[entry[0]] for entry in series.points[0]["sites"]]
