@@ -63,7 +63,8 @@ def test_the_code_and_a_concrete_hint_for_the_seed_pattern() -> None:
     assert "`thread_local = threading.local()` runs on every call of Uploader.client()" in (
         text
     )
-    assert "module level" in site["hint"] and "self.thread_local = threading.local()" in site["hint"]
+    assert "module level" in site["hint"]
+    assert "self.thread_local = threading.local()" in site["hint"]
 
 
 def test_source_context_blanks_literals_on_credential_lines(tmp_path: Any) -> None:
