@@ -121,12 +121,12 @@ def _site_key(site: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _per_site_lines(
-    data: dict[str, Any], rss: list[int], width: int, blocks: str
+    data: dict[str, Any], rss: list[int], width: int, blocks: str, all_sites: bool = False
 ) -> list[str]:
     """Each suspect's creations and live instances over time, under the process memory on
     the same time axis (each line scaled to its own peak); then the other sites' lines."""
     by_key = {_site_key(site): site for site in data.get("sites") or []}
-    show_internal = bool((data.get("agent") or {}).get("show_internal"))
+    show_internal = all_sites or bool((data.get("agent") or {}).get("show_internal"))
     base = (data.get("process") or {}).get("program_dir")
     series = [
         (site, created, live)
@@ -192,7 +192,7 @@ def render(data: dict[str, Any], *, all_sites: bool = False, width: int = 60) ->
         f"python {process.get('python')}, leakagent {data.get('agent', {}).get('version')}",
         f"started {process.get('started_at')}, written {data.get('generated_at')}: {state}",
         "",
-        report_mod.render_text(data, all_sites=all_sites),
+        report_mod.render_text(data, all_sites=all_sites, show_internal=all_sites or None),
     ]
     if not unicode:
         lines = [line.replace("—", "-") for line in lines]
@@ -246,7 +246,7 @@ def render(data: dict[str, Any], *, all_sites: bool = False, width: int = 60) ->
                 label=lambda v: f"{v:.0f}",
             )
         )
-        lines.extend(_per_site_lines(data, rss, width, blocks))
+        lines.extend(_per_site_lines(data, rss, width, blocks, all_sites))
     elif not points:
         lines.append("")
         lines.append(
@@ -264,7 +264,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("path", metavar="REPORT.json")
     parser.add_argument(
-        "--all", action="store_true", help="list every call site, not only suspects"
+        "--all",
+        action="store_true",
+        help="list every call site, not only suspects (the standard library's and the "
+        "agent's own too)",
     )
     parser.add_argument("--width", type=int, default=60, help="width of the charts (default 60)")
     parser.add_argument(
@@ -294,6 +297,8 @@ def main(argv: Sequence[str]) -> int:
                 "(pip install '.[viewer]' in a clone of leakagent)\n"
             )
             return EXIT_UNREADABLE
+        if options.all:  # the page lists the internal sites too
+            data = {**data, "agent": {**(data.get("agent") or {}), "show_internal": True}}
         write_html(data, options.html, render(data, all_sites=options.all, width=options.width))
         print(f"\nHTML report: {options.html}")
     return 0
