@@ -17,6 +17,7 @@ at most :data:`MAX_SITES` sites, and an estimate is reused for :data:`REFRESH` s
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import time
 from _collections import deque  # type: ignore[import-not-found]
@@ -57,6 +58,7 @@ def _stop_types() -> tuple[type, ...]:
 
 
 _STOP_TYPES = _stop_types()
+_STDLIB = os.path.dirname(os.__file__) + os.sep
 
 
 def _reach(root: object, stop: set[int], budget: int) -> dict[int, int]:
@@ -130,7 +132,12 @@ class Sizer:
         self, counts: dict[SiteKey, tuple[int, int, bool, Optional[str]]]
     ) -> list[tuple[SiteKey, object]]:
         """One live instance of each of the (at most :data:`REFERENCES`) sites keeping most."""
-        ranked = sorted((k for k, c in counts.items() if c[1] > 0), key=lambda k: -counts[k][1])
+        # The standard library's own locals (asyncio's, made at import) share nothing with a
+        # program's clients: the sites of the program and its libraries come first.
+        ranked = sorted(
+            (k for k, c in counts.items() if c[1] > 0),
+            key=lambda k: (k[1].startswith(_STDLIB) and "-packages" not in k[1], -counts[k][1]),
+        )
         out: list[tuple[SiteKey, object]] = []
         for key in ranked[: REFERENCES + 1]:
             out.extend((key, obj) for obj in self.tracker.sample_live(key, 1))
