@@ -44,7 +44,9 @@ main{max-width:1100px;margin:0 auto;padding:1.5em 1.5em 3em}
 header{background:#1f2937;color:#f9fafb;padding:1.2em 1.5em}
 header h1{margin:0;font-size:1.5em;font-weight:600}
 header p{margin:.3em 0 0;color:#d1d5db}
-header code{font-size:1em;color:#f9fafb}
+code,pre,.where{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',
+'Liberation Mono',monospace}
+header code{font-size:.95em;color:#f9fafb}
 .state{display:inline-block;padding:.1em .6em;border-radius:1em;font-size:.85em;
 font-weight:600;margin-left:.4em}
 .state.final{background:#d1fae5;color:#065f46}.state.partial{background:#fee2e2;color:#991b1b}
@@ -54,7 +56,7 @@ h2{font-size:1.25em;margin:1.6em 0 .6em}
 padding:1em 1.2em;margin:0 0 1.2em;box-shadow:0 1px 2px rgba(0,0,0,.05)}
 .card h3{margin:0 0 .3em;font-size:1.15em}
 .verdict{color:#b91c1c;font-weight:600}
-.where{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.95em}
+.where{font-size:.95em}
 .facts{display:flex;flex-wrap:wrap;gap:.5em 1.6em;margin:.7em 0}
 .fact b{display:block;font-size:1.35em}.fact span{color:#6b7280;font-size:.85em}
 pre.code{background:#f8fafc;border:1px solid #e5e7eb;border-radius:4px;padding:.6em 0;
