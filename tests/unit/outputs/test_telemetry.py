@@ -6,10 +6,10 @@ from __future__ import annotations
 import sys
 
 import pytest
+from leakagent.outputs.telemetry.limits import OVERFLOW, SeriesMap, SpanLimiter
 
 from leakagent.core import config
 from leakagent.outputs.telemetry import plan_from_env
-from leakagent.outputs.telemetry.limits import OVERFLOW, SeriesMap, SpanLimiter
 from leakagent.tools import cli
 
 
