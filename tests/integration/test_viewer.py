@@ -95,8 +95,9 @@ def test_viewer_shows_the_exit_summary_and_charts(tmp_path: Path) -> None:
     assert "requests.Session — retention" in out
     assert "memory (RSS) over time" in out
     assert "live instances over time (all tracked call sites):" in out
-    sessions = r"live \d+ -> 400 \(peak 400\), created 400: requests\.Session at app\.py:\d+"
-    assert re.search(sessions, out)
+    assert re.search(r"\d\. requests\.Session at app\.py:\d+ in Uploader\.session", out)
+    assert re.search(r"live .*now 400 \(peak 400\)", out)
+    assert re.search(r"created .* -> 400", out)
     assert "█" in out
 
 
@@ -119,13 +120,13 @@ def test_html_output_embeds_svg_charts(tmp_path: Path) -> None:
     shown = view(str(report), "--html", str(page), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     text = page.read_text()
-    figures = re.findall(r"<figure>(.*?)</figure>", text, re.S)
-    assert len(figures) == 2
+    figures = re.findall(r'<figure class="chart"[^>]*>(.*?)</figure>', text, re.S)
+    assert len(figures) == 3  # one per suspect, then the process memory
     for svg in figures:
         root = ElementTree.fromstring(svg)  # well-formed SVG
         assert root.tag.endswith("svg")
-    assert "Memory (RSS)" in figures[0]
-    assert "requests.Session at app.py:" in figures[1]
+    assert any("requests.Session at app.py:" in svg for svg in figures[:2])
+    assert "Process memory (RSS)" in figures[2]
     # Self-contained: nothing fetched from the web (pygal's tooltip script is left out).
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)
 

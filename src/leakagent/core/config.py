@@ -65,7 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Most live instances watched through weak references; beyond it 'live' is a lower bound.",
     ),
     Setting("LEAKAGENT_LOG_LEVEL", "WARNING", "Level of the 'leakagent' logger (stderr)."),
-    # -- OpenTelemetry export (issue 3). Export itself is switched on by the standard
+    # -- OpenTelemetry export. Export itself is switched on by the standard
     # OTEL_* variables (OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_*):
     # see docs/opentelemetry.md. These only tune it.
     Setting(
@@ -130,6 +130,13 @@ SETTINGS: tuple[Setting, ...] = (
         "1",
         "Seconds between two reads of the process memory.",
     ),
+    Setting(
+        "LEAKAGENT_SHOW_INTERNAL",
+        "0",
+        "Also list the standard library's and the agent's own call sites (made once at "
+        "import time) in summaries, memory warnings and the viewer's legends; they are "
+        "always counted in the totals.",
+    ),
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
@@ -163,6 +170,7 @@ class Config:
         cgroup_root: str = "/sys/fs/cgroup",
         targets: tuple[str, ...] = (),
         disabled_targets: tuple[str, ...] = (),
+        show_internal: bool = False,
     ) -> None:
         self.enabled = enabled
         self.threshold = threshold
@@ -188,6 +196,8 @@ class Config:
         """User target specs (``module:attribute``), already validated."""
         self.disabled_targets = disabled_targets
         """Catalog names not to patch; ``("*",)`` for all."""
+        self.show_internal = show_internal
+        """List stdlib and agent-internal sites that are not suspects (``--all``)."""
 
 
 class _Reader:
@@ -293,6 +303,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         problems=tuple(reader.problems),
         targets=tuple(spec.text for spec in specs),
         disabled_targets=disabled,
+        show_internal=reader.flag("LEAKAGENT_SHOW_INTERNAL"),
     )
 
 

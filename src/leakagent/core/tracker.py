@@ -440,3 +440,25 @@ class Tracker:
             return {
                 key: (s.created, s.live, s.suspect, s.verdict) for key, s in self._sites.items()
             }
+
+    # -- sampling for the sizing of sites (outputs/sizing.py); never on the hot path --------
+
+    def sample_live(self, key: tuple[str, str, int, str], limit: int) -> list[object]:
+        """Up to ``limit`` live instances of the site ``key`` (kind, file, line, function).
+
+        Strong references handed to the caller, never kept here. O(watched instances): a
+        walk over the weak references, called for a few sites when a report is built.
+        """
+        with self._lock:
+            stats = self._sites.get(key)
+            if stats is None or limit <= 0:
+                return []
+            watches = [w for w in self._refs.values() if w.site is stats]
+        found = []
+        for watch in watches:
+            obj = watch()
+            if obj is not None:
+                found.append(obj)
+                if len(found) >= limit:
+                    break
+        return found

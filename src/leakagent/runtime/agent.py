@@ -18,6 +18,7 @@ from leakagent.hooks import importhook, threadlocal, usertargets
 from leakagent.hooks.callsite import SiteFinder
 from leakagent.hooks.catalog import CATALOG
 from leakagent.outputs import report as report_mod
+from leakagent.outputs import sizing
 from leakagent.runtime.lifecycle import Reporter
 
 TYPE_CHECKING = False
@@ -52,7 +53,11 @@ class Agent:
     # -- hooks ----------------------------------------------------------------------------
 
     def _on_suspect(self, site: dict[str, Any], event: str) -> None:
-        log.warning(report_mod.warning_line(site, event, self.config.threshold))
+        log.warning(
+            report_mod.warning_line(
+                sizing.with_sizes(self.tracker, site), event, self.config.threshold
+            )
+        )
         self.reporter.wake()
         for listener in self.suspect_listeners:
             try:
@@ -167,7 +172,7 @@ class Agent:
         self._start_telemetry()
 
     def _start_telemetry(self) -> None:
-        """OpenTelemetry export, only when the OTEL_* variables configure it (issue 3)."""
+        """OpenTelemetry export, only when the OTEL_* variables configure it."""
         try:
             from leakagent.outputs import (
                 telemetry,  # light: no OpenTelemetry import unless export is on

@@ -17,7 +17,7 @@ import sys
 
 from leakagent.core import guard, log
 from leakagent.outputs import report as report_mod
-from leakagent.outputs.memory import MemoryWatcher
+from leakagent.outputs.memwatch import MemoryWatcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,7 +120,12 @@ class Reporter:
             if not final and not self._force and generation == self._written_generation:
                 return None
             self._force = False
-            data = report_mod.build(self.tracker, final=final, sections=self.memory.sections())
+            data = report_mod.build(
+                self.tracker,
+                final=final,
+                sections=self.memory.sections(),
+                show_internal=self.config.show_internal,
+            )
             if self.path:
                 report_mod.write_json(data, self.path)
             self._written_generation = generation

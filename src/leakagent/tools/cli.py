@@ -120,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
         help="stderr summary at exit (LEAKAGENT_SUMMARY, default auto: when suspects)",
     )
     add(
+        "--all",
+        action="store_true",
+        dest="show_internal",
+        help="also list the standard library's and the agent's own call sites in summaries "
+        "and warnings (LEAKAGENT_SHOW_INTERNAL=1)",
+    )
+    add(
         "--no-locals",
         action="store_true",
         help="do not count threading.local (LEAKAGENT_TRACK_LOCALS=0)",
@@ -140,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="LEVEL",
         help="level of the 'leakagent' stderr logger (LEAKAGENT_LOG_LEVEL, default WARNING)",
     )
-    # -- OpenTelemetry export (issue 3): the flags only set the standard OTEL_* variables.
+    # -- OpenTelemetry export: the flags only set the standard OTEL_* variables.
     add(
         "--otlp",
         metavar="ENDPOINT",
@@ -217,6 +224,8 @@ def _environment(options: argparse.Namespace, directory: str) -> dict[str, str]:
             env[name] = str(value)
     if options.report:
         env["LEAKAGENT_REPORT"] = os.path.abspath(options.report)
+    if options.show_internal:
+        env["LEAKAGENT_SHOW_INTERNAL"] = "1"
     if options.no_locals:
         env["LEAKAGENT_TRACK_LOCALS"] = "0"
     if options.no_clients:
@@ -233,7 +242,7 @@ def _environment(options: argparse.Namespace, directory: str) -> dict[str, str]:
     return env
 
 
-# -- OpenTelemetry export (issue 3) ---------------------------------------------------------
+# -- OpenTelemetry export ----------------------------------------------------------------
 
 _ENDPOINT = re.compile(r"^(https?://\S+|[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$")
 OTEL_INSTRUMENT = "opentelemetry-instrument"

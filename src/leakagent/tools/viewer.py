@@ -4,7 +4,7 @@ A report left behind by a process that was killed (the OOM killer's SIGKILL leav
 summary) reads the same as the summary the process would have printed, followed by the
 memory warnings and small text charts of memory and live instances over time, drawn from the
 report's bounded time series. ``--html OUT.html`` writes the same with SVG charts made by
-pygal (``pip install 'leakagent[viewer]'``).
+pygal (the ``viewer`` extra: ``pip install '.[viewer]'`` in a clone of the repository).
 
 A program literally named ``report`` runs under the launcher as ``leakagent -- report``.
 """
@@ -16,6 +16,7 @@ import json
 import sys
 
 from leakagent.outputs import report as report_mod
+from leakagent.outputs.timeseries import series_sites
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,21 +116,63 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def series_sites(data: dict[str, Any]) -> list[tuple[dict[str, Any], list[int], list[int]]]:
-    """(site, created per point, live per point) for each site of the time series."""
-    series = data.get("timeseries") or {}
-    points = series.get("points") or []
-    out = []
-    for site in series.get("sites") or []:
-        created: list[int] = []
-        live: list[int] = []
-        for point in points:
-            entry = next((s for s in point.get("sites", ()) if s[0] == site["id"]), None)
-            created.append(entry[1] if entry else (created[-1] if created else 0))
-            live.append(entry[2] if entry else 0)
-        out.append((site, created, live))
-    out.sort(key=lambda item: -max(item[2], default=0))
-    return out
+def _site_key(site: dict[str, Any]) -> tuple[Any, ...]:
+    return (site.get("kind"), site.get("file"), site.get("line"), site.get("function"))
+
+
+def _per_site_lines(
+    data: dict[str, Any], rss: list[int], width: int, blocks: str, all_sites: bool = False
+) -> list[str]:
+    """Each suspect's creations and live instances over time, under the process memory on
+    the same time axis (each line scaled to its own peak); then the other sites' lines."""
+    by_key = {_site_key(site): site for site in data.get("sites") or []}
+    show_internal = all_sites or bool((data.get("agent") or {}).get("show_internal"))
+    base = (data.get("process") or {}).get("program_dir")
+    series = [
+        (site, created, live)
+        for site, created, live in series_sites(data)
+        if report_mod.listed(by_key.get(_site_key(site), site), show_internal)
+    ]
+    suspects = [item for item in series if by_key.get(_site_key(item[0]), {}).get("suspect")]
+    others = [item for item in series if item not in suspects]
+    lines: list[str] = []
+    if not series:
+        return lines
+    column = max(len("created"), len("memory (RSS)")) + 2
+    lines.append("")
+    lines.append("per call site, on the same time axis as the memory (each line scaled to its "
+                 "own peak):")
+    lines.append(
+        f"  {'memory (RSS)':<{column}}{sparkline(rss, width, blocks)}  "
+        f"{report_mod.human_bytes(rss[0])} -> {report_mod.human_bytes(rss[-1])}"
+    )
+    for number, (site, created, live) in enumerate(suspects[:5], 1):
+        full = by_key.get(_site_key(site), {})
+        peak = max(full.get("live_peak", 0), max(live, default=0))
+        memory = report_mod.memory_text(full)
+        lines.append(
+            f"  {number}. {site['kind']} at {report_mod.where(site, base)}"
+            + (f" ({memory})" if memory else "")
+        )
+        lines.append(
+            f"  {'  created':<{column}}{sparkline(created, width, blocks)}  "
+            f"{created[0]} -> {full.get('created', created[-1])}"
+        )
+        lines.append(
+            f"  {'  live':<{column}}{sparkline(live, width, blocks)}  "
+            f"now {full.get('live', live[-1])} (peak {peak})"
+        )
+    if others:
+        lines.append("  other call sites (live instances):")
+        for site, created, live in others[:5]:
+            full = by_key.get(_site_key(site), {})
+            lines.append(
+                f"  {'':<{column}}{sparkline(live, width, blocks)}  now "
+                f"{full.get('live', live[-1])} (peak {max(full.get('live_peak', 0), *live)}), "
+                f"created {full.get('created', created[-1])}: {site['kind']} at "
+                f"{report_mod.where(site, base)}"
+            )
+    return lines
 
 
 def render(data: dict[str, Any], *, all_sites: bool = False, width: int = 60) -> str:
@@ -149,7 +192,7 @@ def render(data: dict[str, Any], *, all_sites: bool = False, width: int = 60) ->
         f"python {process.get('python')}, leakagent {data.get('agent', {}).get('version')}",
         f"started {process.get('started_at')}, written {data.get('generated_at')}: {state}",
         "",
-        report_mod.render_text(data, all_sites=all_sites),
+        report_mod.render_text(data, all_sites=all_sites, show_internal=all_sites or None),
     ]
     if not unicode:
         lines = [line.replace("—", "-") for line in lines]
@@ -203,16 +246,7 @@ def render(data: dict[str, Any], *, all_sites: bool = False, width: int = 60) ->
                 label=lambda v: f"{v:.0f}",
             )
         )
-        sites = series_sites(data)
-        if sites:
-            lines.append("")
-            lines.append("live instances per call site (each line scaled to its own peak):")
-            for site, created, live in sites[:5]:
-                lines.append(
-                    f"  {sparkline(live, width, blocks)}  live {live[0]} -> {live[-1]} "
-                    f"(peak {max(live)}), created {created[-1]}: {site['kind']} at "
-                    f"{report_mod.display_path(site['file'])}:{site['line']} in {site['function']}"
-                )
+        lines.extend(_per_site_lines(data, rss, width, blocks, all_sites))
     elif not points:
         lines.append("")
         lines.append(
@@ -230,13 +264,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("path", metavar="REPORT.json")
     parser.add_argument(
-        "--all", action="store_true", help="list every call site, not only suspects"
+        "--all",
+        action="store_true",
+        help="list every call site, not only suspects (the standard library's and the "
+        "agent's own too)",
     )
     parser.add_argument("--width", type=int, default=60, help="width of the charts (default 60)")
     parser.add_argument(
         "--html",
         metavar="OUT.html",
-        help="also write an HTML page with SVG charts (needs pygal: leakagent[viewer])",
+        help="also write an HTML page: suspect cards, code, charts (needs pygal: the viewer "
+        "extra)",
     )
     return parser
 
@@ -255,9 +293,12 @@ def main(argv: Sequence[str]) -> int:
             from leakagent.tools.html_report import write_html
         except ImportError as exc:
             sys.stderr.write(
-                f"leakagent report: --html needs pygal ({exc}); pip install 'leakagent[viewer]'\n"
+                f"leakagent report: --html needs pygal ({exc}); install the viewer extra "
+                "(pip install '.[viewer]' in a clone of leakagent)\n"
             )
             return EXIT_UNREADABLE
+        if options.all:  # the page lists the internal sites too
+            data = {**data, "agent": {**(data.get("agent") or {}), "show_internal": True}}
         write_html(data, options.html, render(data, all_sites=options.all, width=options.width))
         print(f"\nHTML report: {options.html}")
     return 0

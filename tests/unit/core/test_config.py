@@ -61,3 +61,12 @@ def test_every_setting_is_documented() -> None:
     doc = (Path(__file__).resolve().parents[3] / "docs" / "configuration.md").read_text()
     for setting in config.SETTINGS:
         assert setting.env in doc, setting.env
+
+
+def test_show_internal_setting_and_launcher_option() -> None:
+    from leakagent.tools import cli
+
+    assert config.load({}).show_internal is False
+    assert config.load({"LEAKAGENT_SHOW_INTERNAL": "1"}).show_internal is True
+    options = cli._parser().parse_args(["--all", "python", "app.py"])
+    assert options.show_internal

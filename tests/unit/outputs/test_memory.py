@@ -10,7 +10,7 @@ import pytest
 from leakagent.core import config as config_mod
 from leakagent.core.config import parse_size
 from leakagent.core.tracker import Tracker
-from leakagent.outputs import memory
+from leakagent.outputs import memory, memwatch, timeseries
 
 
 @pytest.mark.parametrize(
@@ -178,8 +178,8 @@ class _Fake:
         self.rewrites += 1
 
 
-def _watcher(tracker: Tracker, fake: _Fake, **env: str) -> memory.MemoryWatcher:
-    watcher = memory.MemoryWatcher(
+def _watcher(tracker: Tracker, fake: _Fake, **env: str) -> memwatch.MemoryWatcher:
+    watcher = memwatch.MemoryWatcher(
         tracker,
         config_mod.load({"LEAKAGENT_MEMORY_INTERVAL": "1", **env}),
         rewrite_report=fake.rewrite,
@@ -227,9 +227,9 @@ def test_warns_once_per_fraction_with_growth_since_the_last_warning(
     first, second = watcher.warnings
     assert first["top"][0]["growth"] == 5 and second["top"][0]["growth"] == 3
     assert second["top"][0]["live"] == 8
-    line = memory.warning_line(second, "LEAKAGENT_MEMORY_LIMIT", "/tmp/report.json")
+    line = memwatch.warning_line(second, "LEAKAGENT_MEMORY_LIMIT", "/tmp/report.json")
     assert line.startswith("memory at 100% of the limit (RSS 995 B of 1000 B")
-    assert "lib.Client at /app/a.py:3 in make +3 live (8 live of 8 created)" in line
+    assert "lib.Client at /app/a.py:3 in make +3 live (8 live of 8 created, ~" in line
     assert line.endswith("report rewritten: /tmp/report.json")
 
 
@@ -239,7 +239,7 @@ def test_warning_without_tracked_growth_says_so() -> None:
     watcher = _watcher(tracker, fake, LEAKAGENT_MEMORY_WARN_AT="0.5")
     fake.rss = 600
     watcher.tick(now=1.0)
-    line = memory.warning_line(watcher.warnings[0], "cgroup v2 memory.max", None)
+    line = memwatch.warning_line(watcher.warnings[0], "cgroup v2 memory.max", None)
     assert "no tracked client or threading.local grew" in line
     assert "report rewritten" not in line
 
@@ -258,12 +258,12 @@ def test_series_is_bounded_and_keeps_the_whole_run() -> None:
         watcher.tick(now=tracker.started + second)
     series = watcher.sections()["timeseries"]
     points = series["points"]
-    assert len(points) <= memory.MAX_POINTS
+    assert len(points) <= timeseries.MAX_POINTS
     assert points[0]["t"] == 0.0
     assert points[-1]["t"] >= 1000 - 2 * series["step"]
     assert series["step"] > 1.0
-    assert all(len(p["sites"]) <= memory.SITES_PER_POINT for p in points)
-    assert len(series["sites"]) <= memory.MAX_SERIES_SITES
+    assert all(len(p["sites"]) <= timeseries.SITES_PER_POINT for p in points)
+    assert len(series["sites"]) <= timeseries.MAX_SERIES_SITES
     ids = {site["id"] for site in series["sites"]}
     assert all(entry[0] in ids for p in points for entry in p["sites"])
 
@@ -274,3 +274,30 @@ def test_no_sections_when_switched_off() -> None:
     assert watcher.sections() == {}
     watcher.start(series=True)  # starts nothing
     assert not watcher.running
+
+
+@pytest.mark.parametrize(("seconds", "least"), [(2, 15), (5 * 3600, 50)])
+def test_series_is_readable_for_a_short_and_a_long_run(seconds: int, least: int) -> None:
+    tracker = Tracker()
+    series = timeseries.TimeSeries()
+    now = tracker.started
+    while now <= tracker.started + seconds:
+        if now >= series.next_point:
+            series.sample(tracker, now, 1)
+        now += 0.1 if now - tracker.started < 60 else 1.0  # the watcher's ticks
+    points = series.section()["points"]
+    assert least <= len(points) <= timeseries.MAX_POINTS
+    assert points[-1]["t"] >= seconds - 2 * series.step
+
+
+def test_a_churning_suspect_is_in_every_point() -> None:
+    tracker = Tracker(threshold=3)
+    kept = [_Obj() for _ in range(20)]
+    for n, obj in enumerate(kept):  # 20 live at 20 sites, none suspect
+        tracker.record("k", (f"/app/keep{n}.py", 1, "f"), obj)
+    for _ in range(10):  # a suspect that keeps nothing alive
+        tracker.record("k", ("/app/churn.py", 1, "f"), _Obj())
+    series = timeseries.TimeSeries()
+    series.sample(tracker, tracker.started + 1, 1)
+    ids = {s["id"]: s["file"] for s in series.section()["sites"]}
+    assert "/app/churn.py" in [ids[entry[0]] for entry in series.points[0]["sites"]]
