@@ -76,3 +76,92 @@ def test_threading_local_corners_behave_as_without_the_agent(tmp_path: Path) -> 
         assert result.returncode == 0, result.stderr
         assert result.stdout == plain.stdout
         assert result.stderr == plain.stderr == ""
+
+
+def run_plain(script: Path, *args: str, env: dict[str, str] | None = None,
+              python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([python, str(script), *args], capture_output=True, text=True,
+                          env=env if env is not None else clean_env(), timeout=120)
+
+
+REDIRECTED = '''
+import contextlib, io, sys, threading
+
+def churn():
+    for _ in range(60):
+        threading.local()
+
+captured = io.StringIO()
+with contextlib.redirect_stderr(captured):
+    churn()                      # the first warning: the program's sys.stderr is redirected
+print("captured:", repr(captured.getvalue()))
+captured.close()
+sys.stderr = io.StringIO()
+sys.stderr.close()               # a closed sys.stderr at the next warning
+for _ in range(60):
+    threading.local()
+sys.stderr = sys.__stderr__
+print("done")
+'''
+
+
+def test_warnings_go_to_the_real_stderr_never_to_a_redirected_one(tmp_path: Path) -> None:
+    script = write_script(tmp_path, REDIRECTED)
+    plain = run_plain(script)
+    assert plain.stdout == "captured: ''\ndone\n" and plain.stderr == ""
+    result = run_python_launched(script, options=["--summary=never"])
+    assert result.returncode == 0
+    assert result.stdout == plain.stdout  # nothing of the agent's in the captured output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr  # both warnings, no "--- Logging error ---"
+    assert all(line.startswith("leakagent: threading.local created ") for line in lines)
+
+
+def test_every_warning_line_names_its_process(tmp_path: Path) -> None:
+    script = write_script(tmp_path, '''
+        import os, sys, threading
+        if os.fork() == 0:
+            for _ in range(60):
+                threading.local()
+            sys.stderr.flush()
+            os._exit(0)
+        os.wait()
+        for _ in range(60):
+            threading.local()
+        print(os.getpid())
+    ''', name="worker.py")
+    result = run_python_launched(script, options=["--summary=never"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr
+    parent = int(result.stdout)
+    tags = [line[line.rindex("[") :] for line in lines]
+    assert tags[1] == f"[pid {parent} worker.py]"
+    assert tags[0].startswith("[pid ") and tags[0] != tags[1] and tags[0].endswith(" worker.py]")
+    assert all(line.startswith("leakagent: ") for line in lines)
+
+
+FORK_WITHOUT_LOGGING = '''
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+import multiprocessing
+if __name__ == "__main__":
+    for method in ("spawn", "forkserver", "fork"):
+        p = multiprocessing.get_context(method).Process(target=print, args=(method,))
+        p.start()
+        p.join()
+    print("logging imported:", "logging" in sys.modules)
+'''
+
+
+def test_fork_prints_nothing_of_the_agents(tmp_path: Path) -> None:
+    script = write_script(tmp_path, FORK_WITHOUT_LOGGING)
+    plain = run_plain(script)
+    assert plain.returncode == 0 and plain.stderr == ""
+    for result in (run_python_launched(script), run_container_mode([str(script)])):
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""  # was: RuntimeError: cannot release un-acquired lock
+        assert result.stdout == plain.stdout

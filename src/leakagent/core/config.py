@@ -65,7 +65,7 @@ SETTINGS: tuple[Setting, ...] = (
         "200000",
         "Most live instances watched through weak references; beyond it 'live' is a lower bound.",
     ),
-    Setting("LEAKAGENT_LOG_LEVEL", "WARNING", "Level of the 'leakagent' logger (stderr)."),
+    Setting("LEAKAGENT_LOG_LEVEL", "WARNING", "Lowest level of the agent's own stderr lines."),
     # -- OpenTelemetry export (issue 3). Export itself is switched on by the standard
     # OTEL_* variables (OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_*):
     # see docs/opentelemetry.md. These only tune it.

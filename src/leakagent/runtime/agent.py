@@ -210,13 +210,15 @@ def _finish_lazy_imports() -> None:
     """Before a fork: import what the agent imports lazily, from any thread.
 
     A module lock held at fork time by another thread (say, the report writer importing
-    ``json``, or a thread logging the first warning importing ``logging``) is never released
-    in the child, whose next import of that module hangs for ever (seen here with pre-fork
-    workers). Importing them here waits for such an import to finish before the fork.
+    ``json``) is never released in the child, whose next import of that module hangs for ever
+    (seen here with pre-fork workers). Importing them here waits for such an import to finish
+    before the fork. Never a module that registers fork hooks of its own (``logging``): one
+    registered while the before-fork hooks run gets its after-fork hooks only, which printed
+    ``RuntimeError: cannot release un-acquired lock`` at the first fork (issue 15 item 2).
+    The agent's own lines do not use ``logging`` (core/log.py).
     """
     try:
         import json  # noqa: F401
-        import logging  # noqa: F401
     except Exception:  # pragma: no cover
         pass
 

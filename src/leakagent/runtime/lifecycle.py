@@ -13,7 +13,6 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]
 import _thread
 import os
-import sys
 
 from leakagent.core import guard, log
 from leakagent.outputs import report as report_mod
@@ -156,8 +155,7 @@ class Reporter:
                 text = report_mod.render_text(data, all_sites=mode == "always")
                 if self.path:
                     text += f"\n  report: {self.path}"
-                sys.stderr.write(text + "\n")
-                sys.stderr.flush()
+                log.write_stderr(text)  # the real stderr, never a redirected sys.stderr
         except Exception as exc:
             try:
                 guard.failed(PART, exc)

@@ -138,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--log-level",
         metavar="LEVEL",
-        help="level of the 'leakagent' stderr logger (LEAKAGENT_LOG_LEVEL, default WARNING)",
+        help="lowest level of the agent's stderr lines (LEAKAGENT_LOG_LEVEL, default WARNING)",
     )
     # -- OpenTelemetry export (issue 3): the flags only set the standard OTEL_* variables.
     add(
