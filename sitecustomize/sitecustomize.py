@@ -2,6 +2,10 @@
 
 Put this directory on PYTHONPATH (``leakagent --sitecustomize-dir`` prints it) or run the
 program under the ``leakagent`` launcher. Nothing here may raise into the program.
+
+PYTEST_DONT_REWRITE: pytest marks this module for assertion rewriting in an editable install
+of leakagent (it is the distribution's only top-level module there), and would warn that it is
+already imported.
 """
 
 
