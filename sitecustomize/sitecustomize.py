@@ -16,9 +16,14 @@ def _start_agent():
     try:
         from leakagent.runtime.agent import start
     except ImportError as exc:  # leakagent is not installed in this interpreter
-        import sys
+        # Silent unless asked: in a container every Python runs this file, a system
+        # /usr/bin/python3 without leakagent too, and must print nothing more than without it.
+        import os
 
-        sys.stderr.write(f"leakagent: not loaded, cannot import it here ({exc})\n")
+        if os.environ.get("LEAKAGENT_LOG_LEVEL", "").strip().upper() == "DEBUG":
+            import sys
+
+            sys.stderr.write(f"leakagent: not loaded, cannot import it here ({exc})\n")
         return
     start()
 

@@ -165,3 +165,50 @@ def test_fork_prints_nothing_of_the_agents(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""  # was: RuntimeError: cannot release un-acquired lock
         assert result.stdout == plain.stdout
+
+
+def test_a_python_without_leakagent_stays_silent(tmp_path: Path) -> None:
+    """Container mode reaches every Python, one without leakagent installed too (item 7)."""
+    shadow = tmp_path / "shadow" / "leakagent"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    script = write_script(tmp_path, "print('ran')\n")
+    env = clean_env(PYTHONPATH=str(tmp_path / "shadow"))  # after the agent's directory
+    result = run_container_mode([str(script)], env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ran\n", "")
+    result = run_container_mode([str(script)], env=dict(env, LEAKAGENT_LOG_LEVEL="DEBUG"))
+    assert result.stderr.startswith("leakagent: not loaded, cannot import it here")
+
+
+def _agent_off_line(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("leakagent: warning:")]
+
+
+def test_launcher_says_when_the_agent_cannot_load(tmp_path: Path) -> None:
+    """-I/-E/-S behind env, sh -c or a #! line, and a sitecustomize put before the agent's."""
+    from tests.helpers import run_launched, sitecustomize_dir
+
+    probe = write_script(tmp_path, "import threading; print(threading.local.__dict__.get("
+                         "'__leakagent_counting__', False))\n")
+    tool = tmp_path / "tool.py"
+    tool.write_text(f"#!{sys.executable} -Es\n" + probe.read_text())
+    tool.chmod(0o755)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "sitecustomize.py").write_text("")
+    before = f"{user}:{sitecustomize_dir()}"
+    cases = [
+        (["env", sys.executable, "-I", str(probe)], "-I stops Python"),
+        (["sh", "-c", f"exec '{sys.executable}' -E '{probe}'"], "-E (in sh -c) stops Python"),
+        ([str(tool)], "-E (in the #! line of"),
+        (["env", f"PYTHONPATH={before}", sys.executable, str(probe)],
+         f"the sitecustomize in {user} comes before the agent's on PYTHONPATH"),
+    ]
+    for command, expected in cases:
+        result = run_launched(command)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "False\n"  # the agent did not load...
+        lines = _agent_off_line(result)
+        assert len(lines) == 1 and expected in lines[0], (command, result.stderr)  # ...and said so
+    loaded = run_launched(["sh", "-c", f"exec '{sys.executable}' '{probe}'"])
+    assert loaded.stdout == "True\n" and _agent_off_line(loaded) == []

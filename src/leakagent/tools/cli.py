@@ -16,6 +16,9 @@ import sys
 from leakagent import __version__
 from leakagent.core.config import SETTINGS, SUMMARY_MODES
 from leakagent.tools.gate import EXIT_SUSPECTS, parse_code
+from leakagent.tools.launchcheck import python_flags_blocking_agent
+
+__all__ = ["main", "python_flags_blocking_agent", "sitecustomize_dir", "with_pythonpath"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,8 +27,6 @@ if TYPE_CHECKING:
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
-_PYTHON = re.compile(r"^(python|pypy)[0-9.]*(\.exe)?$")
-_FLAGS_WITH_ARG = frozenset("WXQ")
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The ``leakagent`` package directory (this module is in ``leakagent/tools``)."""
 
@@ -48,28 +49,6 @@ def with_pythonpath(current: Optional[str], directory: str) -> str:
     entries = [e for e in (current or "").split(os.pathsep)] if current else []
     kept = [e for e in entries if not e or os.path.normcase(os.path.abspath(e)) != target]
     return os.pathsep.join([directory, *kept])
-
-
-def python_flags_blocking_agent(argv: Sequence[str]) -> list[str]:
-    """The ``-E``/``-I``/``-S`` flags of a Python command line (they stop sitecustomize)."""
-    if not argv or not _PYTHON.match(os.path.basename(argv[0])):
-        return []
-    found = []
-    args = iter(argv[1:])
-    for arg in args:
-        if arg == "--" or not arg.startswith("-") or arg == "-" or arg.startswith("--"):
-            break
-        letters = arg[1:]
-        for index, letter in enumerate(letters):
-            if letter in "EIS":
-                found.append(f"-{letter}")
-            if letter in "cm":
-                return found
-            if letter in _FLAGS_WITH_ARG:
-                if index == len(letters) - 1:
-                    next(args, None)
-                break
-    return found
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -326,6 +305,18 @@ def _through_opentelemetry_instrument(command: list[str]) -> list[str]:
     return [*command[:index], sys.executable, *flags, "-m", "leakagent", *command[index:]]
 
 
+def _warn_if_the_agent_cannot_load(command: list[str], directory: str, executable: str) -> None:
+    """One line when the command line shows the agent will not load (tools/launchcheck.py)."""
+    try:
+        from leakagent.tools.launchcheck import problem
+
+        found = problem(command, directory, executable)
+    except Exception:  # a check of ours must never stop the program from starting
+        return
+    if found:
+        sys.stderr.write(f"leakagent: warning: {found}\n")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``leakagent`` command."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -367,13 +358,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write(f"leakagent: command not found: {command[0]}\n")
         return EXIT_NOT_FOUND
     command = _through_opentelemetry_instrument(command)
-    blocked = python_flags_blocking_agent(command)
-    if blocked:
-        sys.stderr.write(
-            f"leakagent: warning: {' '.join(blocked)} stops Python from running "
-            "sitecustomize: the agent will not load in this process\n"
-        )
     env = _environment(options, directory)
+    _warn_if_the_agent_cannot_load(command, directory, executable)
     if gate_code is not None:
         from leakagent.tools import gate
 
