@@ -4,11 +4,30 @@ under the agent, for programs that poke at the corners of ``threading.local``.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import clean_env, run_container_mode, run_python_launched, write_script
+import pytest
+
+from tests.helpers import (
+    IN_CI,
+    clean_env,
+    run_container_mode,
+    run_python_launched,
+    sitecustomize_dir,
+    write_script,
+)
+
+
+def run_container_mode_with(
+    python: str, args: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Container mode for another interpreter: the agent's directory (and src) on PYTHONPATH."""
+    env = dict(env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (sitecustomize_dir(), env.get("PYTHONPATH")) if p)
+    return subprocess.run([python, *args], env=env, capture_output=True, text=True, timeout=120)
 
 LOCAL_CORNERS = r'''
 import _thread, copy, pickle, threading, types
@@ -186,7 +205,7 @@ def _agent_off_line(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_launcher_says_when_the_agent_cannot_load(tmp_path: Path) -> None:
     """-I/-E/-S behind env, sh -c or a #! line, and a sitecustomize put before the agent's."""
-    from tests.helpers import run_launched, sitecustomize_dir
+    from tests.helpers import run_launched
 
     probe = write_script(tmp_path, "import threading; print(threading.local.__dict__.get("
                          "'__leakagent_counting__', False))\n")
@@ -212,3 +231,97 @@ def test_launcher_says_when_the_agent_cannot_load(tmp_path: Path) -> None:
         assert len(lines) == 1 and expected in lines[0], (command, result.stderr)  # ...and said so
     loaded = run_launched(["sh", "-c", f"exec '{sys.executable}' '{probe}'"])
     assert loaded.stdout == "True\n" and _agent_off_line(loaded) == []
+
+
+def _newer_pythons() -> list[str]:
+    """Python 3.12 and 3.13 (which warn at a fork with threads), from PATH or pyenv."""
+    import glob
+    import shutil
+
+    found = []
+    for version in ("3.12", "3.13"):
+        candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}*/bin/python")))
+        on_path = shutil.which(f"python{version}") or ""
+        if "/shims/" not in on_path:  # a pyenv shim may point nowhere
+            candidates.append(on_path)
+        chosen = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+        if chosen is None and IN_CI:
+            raise AssertionError(f"python{version} is needed for this test in CI")
+        if chosen:
+            found.append(chosen)
+    return found
+
+
+FORKS_SINGLE_THREADED = '''
+import os, time
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("forked")
+'''
+
+
+@pytest.mark.parametrize("python", [sys.executable, *_newer_pythons()])
+def test_the_agents_threads_are_not_seen_at_fork(tmp_path: Path, python: str) -> None:
+    """A single-threaded program forks under the agent, report and memory watcher on: no
+    ``DeprecationWarning: This process ... is multi-threaded`` (Python 3.12, 3.13)."""
+    script = write_script(tmp_path, FORKS_SINGLE_THREADED)
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = clean_env(PYTHONPATH=src, LEAKAGENT_REPORT=str(tmp_path / "r.json"),
+                    LEAKAGENT_MEMORY_LIMIT="4G", PYTHONWARNINGS="always")
+    plain = run_plain(script, env=env, python=python)
+    assert plain.returncode == 0 and plain.stderr == ""
+    result = run_container_mode_with(python, [str(script)], env)
+    assert result.returncode == 0
+    assert result.stderr == "", result.stderr
+    assert result.stdout == plain.stdout
+
+
+def test_a_program_with_its_own_threads_still_gets_the_fork_warning(tmp_path: Path) -> None:
+    """Only the agent's threads are hidden: the program's own are counted as without it."""
+    pythons = _newer_pythons()
+    if not pythons:
+        pytest.skip("no Python 3.12+ here")
+    script = write_script(tmp_path, '''
+        import os, threading, time
+        threading.Thread(target=time.sleep, args=(2,), daemon=True).start()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+    ''')
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = clean_env(PYTHONPATH=src, LEAKAGENT_REPORT=str(tmp_path / "r.json"))
+    for python in pythons:
+        plain = run_plain(script, env=env, python=python)
+        result = run_container_mode_with(python, [str(script)], env)
+        assert "is multi-threaded" in plain.stderr
+        assert result.stderr.count("is multi-threaded") == 1
+
+
+def test_the_periodic_report_goes_on_in_the_parent_after_a_fork(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    script = write_script(tmp_path, f'''
+        import json, os, threading, time
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        keep = [threading.local() for _ in range(7)]  # AFTER FORK
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                sites = json.load(open({str(report)!r}))["sites"]
+            except (OSError, ValueError, KeyError):
+                sites = []
+            if any(s.get("created") == 7 for s in sites):
+                print("periodic report after the fork")
+                break
+            time.sleep(0.05)
+    ''')
+    result = run_python_launched(script, options=["--report", str(report),
+                                                  "--report-interval", "0.2"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "periodic report after the fork\n"

@@ -25,7 +25,7 @@ import _thread
 import os
 import time
 
-from leakagent.core import guard, log
+from leakagent.core import forkpause, guard, log
 from leakagent.outputs import report as report_mod
 
 TYPE_CHECKING = False
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 PART = "memory"
 
 # Bound at import, when the agent starts: eventlet/gevent monkey-patching later replaces
-# time.sleep and os.read with green versions that must not run on this raw OS thread.
-_sleep = time.sleep
+# os.read with a green version that must not run on this raw OS thread (the loop waits on a
+# raw lock taken from core/forkpause.py, not on time.sleep, for the same reason).
 _os_read = os.read
 MAX_POINTS = 120
 """Most points in the report's time series."""
@@ -188,6 +188,8 @@ class MemoryWatcher:
         self.report_path = report_path
         self.read = read
         self._lock = _thread.allocate_lock()
+        self._nap = forkpause.raw_lock()
+        self._due = 0.0
         self._stopped = False
         self.series = False
         self.version = 0
@@ -222,23 +224,36 @@ class MemoryWatcher:
         self.series = series
         if not self.config.memory_watch or guard.is_off(PART):
             return
-        _thread.start_new_thread(self._run, ())
+        self._nap = forkpause.raw_lock()
+        self._nap.acquire()
+        forkpause.Worker(self._run, self._wake_up).start()  # gone while the process forks
+
+    def _wake_up(self) -> None:
+        try:
+            self._nap.release()
+        except RuntimeError:  # already awake
+            pass
 
     def stop(self) -> None:
         self._stopped = True
 
-    def _run(self) -> None:
+    def _run(self, resumed: bool = False) -> None:
         try:
-            self.limit, self.limit_source = resolve_limit(self.config)
-            if self.limit is None and not self.series:
-                return  # nothing to warn against, nobody to read a series
-            if self.read() is None:
-                return  # no /proc here
+            if not resumed:  # after a fork, the limit and /proc are known
+                self.limit, self.limit_source = resolve_limit(self.config)
+                if self.limit is None and not self.series:
+                    return  # nothing to warn against, nobody to read a series
+                if self.read() is None:
+                    return  # no /proc here
             self.running = True
             interval = self.config.memory_interval
-            while not self._stopped:
-                self.tick()
-                _sleep(interval)
+            while not self._stopped and not forkpause.parking:
+                if not resumed:  # after a fork: the rest of the interval first
+                    self.tick()
+                    self._due = forkpause.monotonic() + interval
+                resumed = False
+                # a raw lock, woken for a fork
+                self._nap.acquire(timeout=max(0.0, self._due - forkpause.monotonic()))
         except Exception as exc:
             self.running = False
             guard.failed(PART, exc)

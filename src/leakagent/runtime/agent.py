@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from leakagent.core import config as config_mod
-from leakagent.core import guard, log
+from leakagent.core import forkpause, guard, log
 from leakagent.core.tracker import CONSTRUCTION_DEPTH, LOCAL_KIND, Tracker, qualified_name
 from leakagent.hooks import importhook, threadlocal, usertargets
 from leakagent.hooks.callsite import SiteFinder
@@ -158,7 +158,9 @@ class Agent:
         self.reporter.install_exit_hooks()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(
-                before=_finish_lazy_imports, after_in_child=self._after_fork_in_child
+                before=_before_fork,
+                after_in_parent=forkpause.after_fork_in_parent,
+                after_in_child=self._after_fork_in_child,
             )
         self._start_telemetry()
 
@@ -175,7 +177,14 @@ class Agent:
 
     def _after_fork_in_child(self) -> None:
         try:
-            self.tracker.reset_after_fork()
+            forkpause.after_fork_in_child()
+            # The tracker's fresh state includes a ``_thread._local`` of its own (the counting
+            # class by now): not a creation of the program's.
+            token = CONSTRUCTION_DEPTH.set(CONSTRUCTION_DEPTH.get() + 1)
+            try:
+                self.tracker.reset_after_fork()
+            finally:
+                CONSTRUCTION_DEPTH.reset(token)
             log.reset_after_fork()
             self.reporter.after_fork_in_child()
         except Exception as exc:
@@ -204,6 +213,12 @@ def _root_pid() -> Optional[int]:
         return int(value)
     os.environ[ROOT_PID_ENV] = str(os.getpid())
     return os.getpid()
+
+
+def _before_fork() -> None:
+    """The agent's threads leave (core/forkpause.py), then its lazy imports are finished."""
+    forkpause.before_fork()
+    _finish_lazy_imports()
 
 
 def _finish_lazy_imports() -> None:
