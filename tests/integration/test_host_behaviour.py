@@ -325,3 +325,22 @@ def test_the_periodic_report_goes_on_in_the_parent_after_a_fork(tmp_path: Path) 
                                                   "--report-interval", "0.2"])
     assert result.returncode == 0, result.stderr
     assert result.stdout == "periodic report after the fork\n"
+
+
+def test_the_report_carries_no_secret_from_argv(tmp_path: Path) -> None:
+    from tests.helpers import load_report
+
+    script = write_script(tmp_path, "import sys, threading\nthreading.local()\nprint(sys.argv[1:])\n")
+    args = ["--password=hunter2", "--token", "tok-abc", "DSN=redis://u:pw-xyz@h:6379/0", "-v"]
+    report = tmp_path / "r.json"
+    result = run_python_launched(script, *args, options=["--report", str(report)])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{args}\n"  # the program's own argv is untouched
+    text = report.read_text()
+    for secret in ("hunter2", "tok-abc", "pw-xyz"):
+        assert secret not in text
+    argv = load_report(report)["process"]["argv"]
+    assert argv[1:] == ["--password=***", "--token", "***", "DSN=redis://u:***@h:6379/0", "-v"]
+    full = run_python_launched(script, *args, options=["--report", str(report)],
+                               env=clean_env(LEAKAGENT_ARGV="full"))
+    assert full.returncode == 0 and load_report(report)["process"]["argv"][1:] == args

@@ -48,6 +48,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LEAKAGENT_REPORT_INTERVAL", "5", "Seconds between two rewrites of the JSON report."),
     Setting(
+        "LEAKAGENT_ARGV",
+        "redacted",
+        "How the report records the command line: redacted (values of credential-like "
+        "arguments replaced by ***), full (verbatim) or none (the program only).",
+    ),
+    Setting(
         "LEAKAGENT_SUMMARY",
         "auto",
         "Text summary on stderr at exit: auto (when there are suspects), always, never.",
