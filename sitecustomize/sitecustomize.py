@@ -2,6 +2,10 @@
 
 Put this directory on PYTHONPATH (``leakagent --sitecustomize-dir`` prints it) or run the
 program under the ``leakagent`` launcher. Nothing here may raise into the program.
+
+PYTEST_DONT_REWRITE: pytest marks this module for assertion rewriting in an editable install
+of leakagent (it is the distribution's only top-level module there), and would warn that it is
+already imported.
 """
 
 
@@ -12,9 +16,14 @@ def _start_agent():
     try:
         from leakagent.runtime.agent import start
     except ImportError as exc:  # leakagent is not installed in this interpreter
-        import sys
+        # Silent unless asked: in a container every Python runs this file, a system
+        # /usr/bin/python3 without leakagent too, and must print nothing more than without it.
+        import os
 
-        sys.stderr.write(f"leakagent: not loaded, cannot import it here ({exc})\n")
+        if os.environ.get("LEAKAGENT_LOG_LEVEL", "").strip().upper() == "DEBUG":
+            import sys
+
+            sys.stderr.write(f"leakagent: not loaded, cannot import it here ({exc})\n")
         return
     start()
 

@@ -3,6 +3,10 @@
 Run a program under the launcher (``leakagent python app.py``) or put the directory printed by
 ``leakagent --sitecustomize-dir`` on ``PYTHONPATH``. This package import stays light: it is
 loaded into every process.
+
+PYTEST_DONT_REWRITE: pytest marks the package of every distribution with a ``pytest11`` entry
+point for assertion rewriting, and warns (an error under ``filterwarnings = error``) when it is
+already imported, which the agent always is before pytest starts; this word tells it not to.
 """
 
 from leakagent._version import __version__

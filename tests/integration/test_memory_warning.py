@@ -74,7 +74,7 @@ def test_warns_at_each_fraction_naming_the_growing_clients(tmp_path: Path) -> No
         assert line.startswith("leakagent: memory at ")
         assert f"of 192.0 MiB, LEAKAGENT_MEMORY_LIMIT; warns at {fraction})" in line
         assert f"requests.Session at app.py:{SESSION_LINE} in make_session +" in line
-        assert line.endswith(f"report rewritten: {report}")
+        assert f"report rewritten: {report} [pid " in line  # the pid tag ends each line
     data = load_report(report)
     memory = data["memory"]
     assert memory["limit"] == 192 * 1024 * 1024

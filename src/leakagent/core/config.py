@@ -47,6 +47,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("LEAKAGENT_REPORT_INTERVAL", "5", "Seconds between two rewrites of the JSON report."),
     Setting(
+        "LEAKAGENT_ARGV",
+        "redacted",
+        "How the report records the command line: redacted (values of credential-like "
+        "arguments replaced by ***), full (verbatim) or none (the program only).",
+    ),
+    Setting(
         "LEAKAGENT_SUMMARY",
         "auto",
         "Text summary on stderr at exit: auto (when there are suspects), always, never.",
@@ -64,7 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
         "200000",
         "Most live instances watched through weak references; beyond it 'live' is a lower bound.",
     ),
-    Setting("LEAKAGENT_LOG_LEVEL", "WARNING", "Level of the 'leakagent' logger (stderr)."),
+    Setting("LEAKAGENT_LOG_LEVEL", "WARNING", "Lowest level of the agent's own stderr lines."),
     # -- OpenTelemetry export. Export itself is switched on by the standard
     # OTEL_* variables (OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_*):
     # see docs/opentelemetry.md. These only tune it.

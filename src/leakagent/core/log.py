@@ -1,62 +1,89 @@
-"""The ``leakagent`` logger: stderr only, imported lazily (``logging`` costs ~7 ms at start-up).
+"""The agent's own lines: always on the process's real stderr, each naming its process.
 
-Every line reads ``leakagent: ...``. The logger does not propagate to the root logger, so a
-program's own logging configuration neither duplicates nor swallows the agent's warnings;
-a program that wants them elsewhere can add a handler to ``logging.getLogger("leakagent")``.
+Every line reads ``leakagent: MESSAGE [pid N PROGRAM]``: the pid (and program name) tell the
+lines of several workers apart.
+
+The lines go to file descriptor 2 — never to whatever ``sys.stderr`` is at the time: under
+click's ``CliRunner`` or ``contextlib.redirect_stderr`` that is the program's captured output,
+and once that stream is closed a ``logging`` handler bound to it printed ``--- Logging error
+---`` instead. The ``logging`` module is not used at all: importing it costs
+~7 ms, and its fork hooks misbehave when it is first imported from a before-fork hook.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import logging
-
-_logger: logging.Logger | None = None
-_level = "WARNING"
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+_threshold = LEVELS["WARNING"]
 _said: dict[str, object] = {}
 
 
 def set_level(level: str) -> None:
-    """Set the level used when the logger is first created (or now, if it exists)."""
-    global _level
-    _level = level
-    if _logger is not None:
-        _logger.setLevel(level)
+    """Lines below ``level`` (a ``logging`` level name) are not written."""
+    global _threshold
+    _threshold = LEVELS.get(level.upper(), LEVELS["WARNING"])
 
 
-def get_logger() -> logging.Logger:
-    """The configured ``leakagent`` logger, created on first use."""
-    global _logger
-    if _logger is None:
-        import logging
+def enabled(level: str) -> bool:
+    """True when lines of ``level`` are written (say, "DEBUG")."""
+    return LEVELS[level] >= _threshold
 
-        logger = logging.getLogger("leakagent")
-        if not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("leakagent: %(message)s"))
-            logger.addHandler(handler)
-        logger.propagate = False
-        logger.setLevel(_level)
-        _logger = logger
-    return _logger
+
+def process_tag() -> str:
+    """``pid N PROGRAM``: this process, as a line of the agent names it (computed each time:
+    a forked child has its own pid)."""
+    argv = getattr(sys, "argv", None) or [""]
+    program = os.path.basename(str(argv[0]))
+    if program in ("", "-c", "-", "-m"):
+        return f"pid {os.getpid()}"
+    return f"pid {os.getpid()} {program}"
+
+
+def write_stderr(text: str) -> None:
+    """Write ``text`` (one or more lines, no trailing newline) to fd 2. Never raises.
+
+    The program's own pending ``sys.__stderr__`` output is flushed first, so lines keep their
+    order with it.
+    """
+    try:
+        stream = sys.__stderr__
+        if stream is not None and not stream.closed:
+            stream.flush()
+    except Exception:  # reentrant call from a signal handler, a broken stream...
+        pass
+    data = (text + "\n").encode("utf-8", "backslashreplace")
+    try:
+        while data:
+            written = os.write(2, data)
+            data = data[written:]
+    except OSError:  # fd 2 closed: nowhere to say it
+        pass
+
+
+def _emit(level: str, message: str) -> None:
+    if LEVELS[level] < _threshold:
+        return
+    try:
+        write_stderr(f"leakagent: {message} [{process_tag()}]")
+    except Exception:  # pragma: no cover - never raise into the program
+        pass
 
 
 def warning(message: str) -> None:
-    """Log a warning (never raises)."""
-    try:
-        get_logger().warning(message)
-    except Exception:  # pragma: no cover - stderr closed or logging broken
-        pass
+    """Write a warning line (never raises)."""
+    _emit("WARNING", message)
 
 
 def info(message: str) -> None:
-    """Log an informational line (never raises)."""
-    try:
-        get_logger().info(message)
-    except Exception:  # pragma: no cover
-        pass
+    """Write an informational line, shown with ``LEAKAGENT_LOG_LEVEL=INFO`` (never raises)."""
+    _emit("INFO", message)
+
+
+def debug(message: str) -> None:
+    """Write a debug line, shown with ``LEAKAGENT_LOG_LEVEL=DEBUG`` (never raises)."""
+    _emit("DEBUG", message)
 
 
 def warning_once(key: str, message: str) -> None:

@@ -1,17 +1,23 @@
 """The special case of ``threading.local``: count every instantiation, change nothing else.
 
-``_thread._local`` is an immutable C type, so the attribute ``threading.local`` is replaced by
-a :class:`LocalProxy`:
+``_thread._local`` is an immutable C type, so the agent puts a real subclass of it in its place,
+under both names (``_thread._local`` and ``threading.local``, which are one object in plain
+Python). The subclass counts in ``__new__`` (never in ``__init__``, which the C type re-runs in
+every thread that touches the object) and is otherwise invisible:
 
-* a direct call ``threading.local()`` builds the exact C type (attribute access stays as fast
-  as before) and counts it;
-* a class statement ``class Ctx(threading.local)`` gets, through ``__mro_entries__``, a counting
-  subclass of the C type as its base, so subclass instances are counted in ``__new__`` (never
-  in ``__init__``, which the C type re-runs in every thread that touches the object);
-* ``isinstance``/``issubclass`` delegate to the C type, so objects made before the patch still
-  match; copying returns the proxy itself and pickling refers to ``threading.local``.
+* it is a plain ``type`` (no metaclass, no proxy), so ``type("D", (threading.local,), {})``,
+  ``types.new_class``, metaclass calls, ``type(threading.local)(...)`` and
+  ``__slots__ = ("a", "__dict__")`` in a subclass behave as without the agent;
+* its ``__name__``/``__qualname__``/``__module__`` are the C type's (``_thread._local``), so
+  ``repr``, pickling and copying of the class refer to it exactly as before;
+* ``type(threading.local()) is threading.local`` holds, as in plain Python.
 
-This module does not use wrapt on purpose: ``import wrapt`` costs ~33 ms here and the proxy
+The price: attribute access on a direct ``threading.local()`` takes the generic path of a
+subclass (a few ns more than the exact C type's shortcut; ``docs/performance.md``), and a local
+made before the patch (only possible in a ``.pth`` file, which runs before sitecustomize) is
+not an instance of the new class.
+
+This module does not use wrapt on purpose: ``import wrapt`` costs ~33 ms here and the class
 is installed in every process at start-up (see ``docs/design.md``).
 """
 
@@ -30,93 +36,69 @@ if TYPE_CHECKING:
 
 RawLocal: type = _thread._local
 PART = "local-hook"
+_MARK = "__leakagent_counting__"
 
 
-def _make_counting_base(hook: Hook) -> type:
-    class local(RawLocal):  # type: ignore[misc]
-        """Base given to subclasses of ``threading.local`` defined after the agent loaded."""
+def make_counting_local(hook: Hook) -> type:
+    """A subclass of the C type that calls ``hook(cls, obj)`` for each new instance.
+
+    ``cls`` is :data:`RawLocal` for ``threading.local()`` itself (the kind the tracker knows as
+    ``threading.local``), the user's class for a subclass.
+    """
+    raw_new = RawLocal.__new__
+    current: list[Hook | None] = [hook]
+
+    class _local(RawLocal):  # type: ignore[misc]
+        __slots__ = ()  # no __dict__/__weakref__ of its own: a subclass may add them
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            obj = RawLocal.__new__(cls, *args, **kwargs)
-            if not guard.is_off(PART):
+            obj = raw_new(cls, *args, **kwargs)
+            counting = current[0]
+            if counting is not None:
                 try:
-                    hook(cls, obj)
+                    counting(RawLocal if cls is counter else cls, obj)
                 except Exception as exc:
+                    current[0] = None  # switched off
                     guard.failed(PART, exc)
             return obj
 
-    local.__module__ = "threading"
-    return local
+    counter = _local
+    del counter.__slots__  # the class's namespace looks like the C type's
+    counter.__module__ = RawLocal.__module__
+    counter.__qualname__ = RawLocal.__qualname__
+    counter.__doc__ = RawLocal.__doc__
+    setattr(counter, _MARK, True)
+    return counter
 
 
-class LocalProxy:
-    """Stands in for ``threading.local``; see the module docstring."""
-
-    __slots__ = ("__wrapped__", "_counting_base", "_hook")
-    _hook: Hook | None
-
-    def __init__(self, wrapped: type, hook: Hook) -> None:
-        self.__wrapped__ = wrapped
-        self._hook = hook
-        self._counting_base = _make_counting_base(hook)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        obj = self.__wrapped__(*args, **kwargs)
-        hook = self._hook
-        if hook is not None:
-            try:
-                hook(self.__wrapped__, obj)
-            except Exception as exc:
-                self._hook = None  # switched off
-                guard.failed(PART, exc)
-        return obj
-
-    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
-        return (self._counting_base,)
-
-    def __instancecheck__(self, obj: object) -> bool:
-        return isinstance(obj, self.__wrapped__)
-
-    def __subclasscheck__(self, cls: type) -> bool:
-        return issubclass(cls, self.__wrapped__)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__wrapped__, name)
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:  # so isinstance(threading.local, type) stays True
-        return type(self.__wrapped__)
-
-    @property
-    def __module__(self) -> str:  # type: ignore[override]
-        return "threading"
-
-    def __repr__(self) -> str:
-        return repr(self.__wrapped__)
-
-    def __copy__(self) -> LocalProxy:
-        return self
-
-    def __deepcopy__(self, memo: object) -> LocalProxy:
-        return self
-
-    def __reduce_ex__(self, protocol: object) -> str:
-        return "local"
+def is_counting(cls: object) -> bool:
+    """True for a class made by :func:`make_counting_local` (not for its subclasses)."""
+    return isinstance(cls, type) and _MARK in cls.__dict__
 
 
 def patch(threading: ModuleType, hook: Hook) -> bool:
-    """Replace ``threading.local`` with a counting proxy. Idempotent; True if patched now."""
-    current = threading.local
-    if type(current) is LocalProxy:
+    """Put a counting class in place of ``_thread._local`` and ``threading.local``.
+
+    Idempotent; True if patched now. Only a ``threading.local`` that is still the C type is
+    replaced (gevent's or eventlet's own ``local`` is left alone).
+    """
+    if is_counting(threading.__dict__.get("local")) or is_counting(_thread.__dict__.get("_local")):
         return False
-    threading.local = LocalProxy(current, hook)  # type: ignore[attr-defined]
+    counter = make_counting_local(hook)
+    if threading.__dict__.get("local") is RawLocal:
+        threading.local = counter  # type: ignore[attr-defined]
+    if _thread.__dict__.get("_local") is RawLocal:
+        setattr(_thread, "_local", counter)  # noqa: B010 (a module attribute typeshed fixes)
     return True
 
 
 def unpatch(threading: ModuleType) -> bool:
-    """Put the original ``threading.local`` back. True if it was patched."""
-    current = threading.__dict__.get("local")
-    if type(current) is LocalProxy:
-        threading.local = current.__wrapped__  # type: ignore[attr-defined]
-        return True
-    return False
+    """Put the C type back under both names. True if it was patched."""
+    patched = False
+    if is_counting(threading.__dict__.get("local")):
+        threading.local = RawLocal  # type: ignore[attr-defined]
+        patched = True
+    if is_counting(_thread.__dict__.get("_local")):
+        setattr(_thread, "_local", RawLocal)  # noqa: B010
+        patched = True
+    return patched

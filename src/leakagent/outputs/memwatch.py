@@ -19,7 +19,7 @@ from __future__ import annotations
 import _thread
 import time
 
-from leakagent.core import guard, log
+from leakagent.core import forkpause, guard, log
 from leakagent.outputs import report as report_mod
 from leakagent.outputs import sizing
 from leakagent.outputs.memory import read_rss, resolve_limit
@@ -34,9 +34,8 @@ if TYPE_CHECKING:
 
 PART = "memory"
 
-# Bound at import, when the agent starts: eventlet/gevent monkey-patching later replaces
-# time.sleep with a green version that must not run on this raw OS thread.
-_sleep = time.sleep
+# The loop waits on a raw lock taken from core/forkpause.py, never on time.sleep: eventlet/gevent
+# monkey-patching replaces time.sleep with a green version that must not run on this raw thread.
 TOP_IN_WARNING = 3
 MEASURED_IN_WARNING = 10
 
@@ -62,6 +61,8 @@ class MemoryWatcher:
         self.report_path = report_path
         self.read = read
         self._lock = _thread.allocate_lock()
+        self._nap = forkpause.raw_lock()
+        self._due = 0.0
         self._stopped = False
         self.series = False
         self.version = 0
@@ -93,24 +94,38 @@ class MemoryWatcher:
         self.series = series
         if not self.config.memory_watch or guard.is_off(PART):
             return
-        _thread.start_new_thread(self._run, ())
+        self._nap = forkpause.raw_lock()
+        self._nap.acquire()
+        forkpause.Worker(self._run, self._wake_up).start()  # gone while the process forks
+
+    def _wake_up(self) -> None:
+        try:
+            self._nap.release()
+        except RuntimeError:  # already awake
+            pass
 
     def stop(self) -> None:
         self._stopped = True
 
-    def _run(self) -> None:
+    def _run(self, resumed: bool = False) -> None:
         try:
-            self.limit, self.limit_source = resolve_limit(self.config)
-            if self.limit is None and not self.series:
-                return  # nothing to warn against, nobody to read a series
-            if self.read() is None:
-                return  # no /proc here
+            if not resumed:  # after a fork, the limit and /proc are known
+                self.limit, self.limit_source = resolve_limit(self.config)
+                if self.limit is None and not self.series:
+                    return  # nothing to warn against, nobody to read a series
+                if self.read() is None:
+                    return  # no /proc here
             self.running = True
             interval = self.config.memory_interval
-            while not self._stopped:
-                self.tick()
-                # The series' first points come faster than the memory readings.
-                _sleep(min(interval, self.timeseries.step) if self.series else interval)
+            while not self._stopped and not forkpause.parking:
+                if not resumed:  # after a fork: the rest of the interval first
+                    self.tick()
+                    # The series' first points come faster than the memory readings.
+                    step = min(interval, self.timeseries.step) if self.series else interval
+                    self._due = forkpause.monotonic() + step
+                resumed = False
+                # a raw lock, woken for a fork
+                self._nap.acquire(timeout=max(0.0, self._due - forkpause.monotonic()))
         except Exception as exc:
             self.running = False
             guard.failed(PART, exc)

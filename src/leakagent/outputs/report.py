@@ -11,6 +11,7 @@ import sys
 import time
 
 from leakagent._version import __version__
+from leakagent.core.redact import redact_argv
 from leakagent.core.tracker import LOCAL_KIND, RETENTION
 from leakagent.outputs import sizing, source
 
@@ -162,7 +163,7 @@ def build(
         "process": {
             "pid": os.getpid(),
             "ppid": os.getppid(),
-            "argv": list(sys.argv),
+            "argv": redact_argv(sys.argv),  # credentials' values hidden (core/redact.py)
             "executable": sys.executable,
             "python": sys.version.split()[0],
             "started_at": _iso(tracker.started),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from leakagent.core import config as config_mod
-from leakagent.core import guard, log
+from leakagent.core import forkpause, guard, log
 from leakagent.core.targetspec import Spec, parse_spec
 from leakagent.core.tracker import CONSTRUCTION_DEPTH, LOCAL_KIND, Tracker, qualified_name
 from leakagent.hooks import importhook, threadlocal, usertargets
@@ -167,7 +167,9 @@ class Agent:
         self.reporter.install_exit_hooks()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(
-                before=_finish_lazy_imports, after_in_child=self._after_fork_in_child
+                before=_before_fork,
+                after_in_parent=forkpause.after_fork_in_parent,
+                after_in_child=self._after_fork_in_child,
             )
         self._start_telemetry()
 
@@ -184,7 +186,14 @@ class Agent:
 
     def _after_fork_in_child(self) -> None:
         try:
-            self.tracker.reset_after_fork()
+            forkpause.after_fork_in_child()
+            # The tracker's fresh state includes a ``_thread._local`` of its own (the counting
+            # class by now): not a creation of the program's.
+            token = CONSTRUCTION_DEPTH.set(CONSTRUCTION_DEPTH.get() + 1)
+            try:
+                self.tracker.reset_after_fork()
+            finally:
+                CONSTRUCTION_DEPTH.reset(token)
             log.reset_after_fork()
             self.reporter.after_fork_in_child()
         except Exception as exc:
@@ -215,17 +224,25 @@ def _root_pid() -> Optional[int]:
     return os.getpid()
 
 
+def _before_fork() -> None:
+    """The agent's threads leave (core/forkpause.py), then its lazy imports are finished."""
+    forkpause.before_fork()
+    _finish_lazy_imports()
+
+
 def _finish_lazy_imports() -> None:
     """Before a fork: import what the agent imports lazily, from any thread.
 
     A module lock held at fork time by another thread (say, the report writer importing
-    ``json``, or a thread logging the first warning importing ``logging``) is never released
-    in the child, whose next import of that module hangs for ever (seen here with pre-fork
-    workers). Importing them here waits for such an import to finish before the fork.
+    ``json``) is never released in the child, whose next import of that module hangs for ever
+    (seen here with pre-fork workers). Importing them here waits for such an import to finish
+    before the fork. Never a module that registers fork hooks of its own (``logging``): one
+    registered while the before-fork hooks run gets its after-fork hooks only, which printed
+    ``RuntimeError: cannot release un-acquired lock`` at the first fork.
+    The agent's own lines do not use ``logging`` (core/log.py).
     """
     try:
         import json  # noqa: F401
-        import logging  # noqa: F401
     except Exception:  # pragma: no cover
         pass
 

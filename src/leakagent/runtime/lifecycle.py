@@ -13,9 +13,8 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]
 import _thread
 import os
-import sys
 
-from leakagent.core import guard, log
+from leakagent.core import forkpause, guard, log
 from leakagent.outputs import report as report_mod
 from leakagent.outputs.memwatch import MemoryWatcher
 
@@ -60,6 +59,7 @@ class Reporter:
         self.finish_hooks: list[Callable[[], None]] = []
         """Run at the end of :meth:`finish` (atexit, SIGTERM), each contained (telemetry flush)."""
         self._force = False
+        self._due = 0.0
         self.memory = MemoryWatcher(
             tracker, config, rewrite_report=self.rewrite_now, report_path=lambda: self.path
         )
@@ -85,14 +85,17 @@ class Reporter:
 
         self._wake = _thread.allocate_lock()
         self._wake.acquire()
-        _thread.start_new_thread(self._loop, ())
+        forkpause.Worker(self._loop, self.wake).start()  # gone while the process forks
         self._thread_started = True
 
-    def _loop(self) -> None:
+    def _loop(self, resumed: bool = False) -> None:
         interval = self.config.report_interval
-        while not self._stopped:
-            self.write(final=False)
-            self._wake.acquire(timeout=interval)
+        while not self._stopped and not forkpause.parking:
+            if not resumed:  # after a fork: the rest of the interval first
+                self.write(final=False)
+                self._due = forkpause.monotonic() + interval
+            resumed = False
+            self._wake.acquire(timeout=max(0.0, self._due - forkpause.monotonic()))
 
     def wake(self) -> None:
         """Rewrite the report now (a new suspect appeared)."""
@@ -161,8 +164,7 @@ class Reporter:
                 text = report_mod.render_text(data, all_sites=mode == "always")
                 if self.path:
                     text += f"\n  report: {self.path}"
-                sys.stderr.write(text + "\n")
-                sys.stderr.flush()
+                log.write_stderr(text)  # the real stderr, never a redirected sys.stderr
         except Exception as exc:
             try:
                 guard.failed(PART, exc)

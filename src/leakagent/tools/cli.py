@@ -3,29 +3,31 @@
 It puts the agent's sitecustomize directory first on ``PYTHONPATH``, turns its options into
 ``LEAKAGENT_*`` variables and ``exec``s the command, which keeps the PID, receives signals
 itself and exits with its own code.
+
+Start-up matters (the launcher runs before every program it starts): the common form
+``leakagent [simple options] COMMAND ...`` is read by :func:`_fast_options` without argparse,
+re or shutil, which are imported only for everything else (figures in
+``docs/performance.md``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
-import shutil
 import sys
 
 from leakagent._version import __version__
-from leakagent.core.config import SETTINGS, SUMMARY_MODES
-from leakagent.tools.gate import EXIT_SUSPECTS, parse_code
+from leakagent.tools.launchcheck import python_flags_blocking_agent
+
+__all__ = ["main", "python_flags_blocking_agent", "sitecustomize_dir", "with_pythonpath"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Sequence
-    from typing import Optional
+    from typing import Any, Optional
 
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
-_PYTHON = re.compile(r"^(python|pypy)[0-9.]*(\.exe)?$")
-_FLAGS_WITH_ARG = frozenset("WXQ")
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The ``leakagent`` package directory (this module is in ``leakagent/tools``)."""
 
@@ -50,29 +52,12 @@ def with_pythonpath(current: Optional[str], directory: str) -> str:
     return os.pathsep.join([directory, *kept])
 
 
-def python_flags_blocking_agent(argv: Sequence[str]) -> list[str]:
-    """The ``-E``/``-I``/``-S`` flags of a Python command line (they stop sitecustomize)."""
-    if not argv or not _PYTHON.match(os.path.basename(argv[0])):
-        return []
-    found = []
-    args = iter(argv[1:])
-    for arg in args:
-        if arg == "--" or not arg.startswith("-") or arg == "-" or arg.startswith("--"):
-            break
-        letters = arg[1:]
-        for index, letter in enumerate(letters):
-            if letter in "EIS":
-                found.append(f"-{letter}")
-            if letter in "cm":
-                return found
-            if letter in _FLAGS_WITH_ARG:
-                if index == len(letters) - 1:
-                    next(args, None)
-                break
-    return found
-
-
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
+    from leakagent.core.config import SETTINGS, SUMMARY_MODES
+    from leakagent.tools.gate import EXIT_SUSPECTS
+
     settings = "\n".join(
         f"  {s.env} (default {s.default or 'unset'})\n      {s.help}" for s in SETTINGS
     )
@@ -145,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--log-level",
         metavar="LEVEL",
-        help="level of the 'leakagent' stderr logger (LEAKAGENT_LOG_LEVEL, default WARNING)",
+        help="lowest level of the agent's stderr lines (LEAKAGENT_LOG_LEVEL, default WARNING)",
     )
     # -- OpenTelemetry export: the flags only set the standard OTEL_* variables.
     add(
@@ -207,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _environment(options: argparse.Namespace, directory: str) -> dict[str, str]:
+def _environment(options: Any, directory: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = with_pythonpath(env.get("PYTHONPATH"), directory)
     env["LEAKAGENT_ROOT_PID"] = str(os.getpid())  # exec keeps the pid
@@ -244,11 +229,11 @@ def _environment(options: argparse.Namespace, directory: str) -> dict[str, str]:
 
 # -- OpenTelemetry export ----------------------------------------------------------------
 
-_ENDPOINT = re.compile(r"^(https?://\S+|[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$")
+_ENDPOINT = r"^(https?://\S+|[A-Za-z0-9_.\-\[\]:]+:[0-9]+)$"
 OTEL_INSTRUMENT = "opentelemetry-instrument"
 
 
-def _telemetry_environment(options: argparse.Namespace, env: dict[str, str]) -> None:
+def _telemetry_environment(options: Any, env: dict[str, str]) -> None:
     """``--otlp``, ``--prometheus``, ``--service-name``: the standard OTEL_* variables."""
     metrics = []
     if options.otlp is not None:
@@ -277,6 +262,10 @@ def _optional_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> li
     ``leakagent --otlp python app.py`` must not read ``python`` as the endpoint. Options are
     scanned up to the command (the first word that is neither an option nor its value).
     """
+    import argparse
+    import re
+
+    endpoint = re.compile(_ENDPOINT)
     takes_value = {
         flag
         for action in parser._actions
@@ -295,7 +284,7 @@ def _optional_values(parser: argparse.ArgumentParser, argv: Sequence[str]) -> li
             if arg == "--prometheus":
                 looks = following.isdigit()
             else:
-                looks = bool(_ENDPOINT.match(following))
+                looks = bool(endpoint.match(following))
             if looks:
                 index += 2
                 continue
@@ -335,6 +324,103 @@ def _through_opentelemetry_instrument(command: list[str]) -> list[str]:
     return [*command[:index], sys.executable, *flags, "-m", "leakagent", *command[index:]]
 
 
+def _warn_if_the_agent_cannot_load(command: list[str], directory: str, executable: str) -> None:
+    """One line when the command line shows the agent will not load (tools/launchcheck.py)."""
+    try:
+        from leakagent.tools.launchcheck import problem
+
+        found = problem(command, directory, executable)
+    except Exception:  # a check of ours must never stop the program from starting
+        return
+    if found:
+        sys.stderr.write(f"leakagent: warning: {found}\n")
+
+
+class _Options:
+    """What the fast path reads: the attributes of the argparse namespace it stands for."""
+
+    command: list[str]
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+_FAST_DEFAULTS: dict[str, Any] = {
+    "threshold": None, "report": None, "report_interval": None, "summary": None,
+    "max_sites": None, "log_level": None, "no_locals": False, "no_clients": False,
+    "disable": False, "otlp": None, "otlp_protocol": None, "prometheus": None,
+    "service_name": None, "target": None, "disable_target": None, "show_internal": False,
+}
+_FAST_VALUES: dict[str, tuple[str, Any]] = {
+    "--threshold": ("threshold", int),
+    "--report": ("report", str),
+    "--report-interval": ("report_interval", float),
+    "--summary": ("summary", str),
+    "--max-sites": ("max_sites", int),
+    "--log-level": ("log_level", str),
+}
+_FAST_FLAGS = {
+    "--no-locals": "no_locals",
+    "--no-clients": "no_clients",
+    "--disable": "disable",
+    "--all": "show_internal",
+}
+FAST_SUMMARY_MODES = ("auto", "always", "never")
+"""core/config.py's SUMMARY_MODES (not imported here: it costs start-up; a test keeps both)."""
+
+
+def _fast_options(arguments: list[str]) -> Optional[_Options]:
+    """The options of ``leakagent [simple options] COMMAND ...`` read without argparse, or
+    None for anything else (other options, abbreviations, bad values, ``--``, no command):
+    argparse then reads them, and says what is wrong exactly as before."""
+    values = dict(_FAST_DEFAULTS)
+    index = 0
+    while index < len(arguments):
+        arg = arguments[index]
+        if not arg.startswith("-"):
+            break
+        if arg in _FAST_FLAGS:
+            values[_FAST_FLAGS[arg]] = True
+            index += 1
+            continue
+        name, equals, value = arg.partition("=")
+        if name not in _FAST_VALUES:
+            return None
+        if equals:
+            index += 1
+        elif index + 1 < len(arguments) and not arguments[index + 1].startswith("-"):
+            value = arguments[index + 1]
+            index += 2
+        else:
+            return None
+        attribute, convert = _FAST_VALUES[name]
+        try:
+            values[attribute] = convert(value)
+        except ValueError:
+            return None
+        if attribute == "summary" and value not in FAST_SUMMARY_MODES:
+            return None
+    if index >= len(arguments):
+        return None
+    return _Options(command=arguments[index:], **values)
+
+
+def _which(name: str) -> Optional[str]:
+    """``shutil.which`` for POSIX, without importing shutil (start-up)."""
+    def runnable(path: str) -> bool:
+        return os.path.exists(path) and os.access(path, os.F_OK | os.X_OK) and not (
+            os.path.isdir(path)
+        )
+
+    if os.path.dirname(name):
+        return name if runnable(name) else None
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or os.curdir, name)
+        if runnable(candidate):
+            return candidate
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``leakagent`` command."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -342,6 +428,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from leakagent.tools.viewer import main as view
 
         return view(arguments[1:])
+    fast = _fast_options(arguments)
+    if fast is not None:
+        return _launch(fast, fast.command, None)
+    return _main_with_argparse(arguments)
+
+
+def _main_with_argparse(arguments: list[str]) -> int:
+    from leakagent.tools.gate import EXIT_SUSPECTS, parse_code
+
     parser = _parser()
     # A bare --fail-on-suspect must not take the command's first word for its CODE: write it
     # --fail-on-suspect= (one token for one, so the command is still the list's tail).
@@ -350,13 +445,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser, ["--fail-on-suspect=" if a == "--fail-on-suspect" else a for a in arguments]
         )
     )
-    try:
-        directory = sitecustomize_dir()
-    except FileNotFoundError as exc:
-        sys.stderr.write(f"leakagent: broken installation: {exc}\n")
-        return 1
     if options.sitecustomize_dir:
-        print(directory)
+        try:
+            print(sitecustomize_dir())
+        except FileNotFoundError as exc:
+            sys.stderr.write(f"leakagent: broken installation: {exc}\n")
+            return 1
         return 0
     command = arguments[len(arguments) - len(options.command) :] if options.command else []
     gate_code = None
@@ -371,18 +465,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.print_usage(sys.stderr)
         sys.stderr.write("leakagent: error: no command given (e.g. leakagent python app.py)\n")
         return 2
-    executable = shutil.which(command[0])
+    return _launch(options, command, gate_code)
+
+
+def _launch(options: Any, command: list[str], gate_code: Optional[int]) -> int:
+    """Run ``command`` with the agent: exec it (or run it under the CI gate)."""
+    try:
+        directory = sitecustomize_dir()
+    except FileNotFoundError as exc:
+        sys.stderr.write(f"leakagent: broken installation: {exc}\n")
+        return 1
+    executable = _which(command[0])
     if executable is None:
         sys.stderr.write(f"leakagent: command not found: {command[0]}\n")
         return EXIT_NOT_FOUND
     command = _through_opentelemetry_instrument(command)
-    blocked = python_flags_blocking_agent(command)
-    if blocked:
-        sys.stderr.write(
-            f"leakagent: warning: {' '.join(blocked)} stops Python from running "
-            "sitecustomize: the agent will not load in this process\n"
-        )
     env = _environment(options, directory)
+    _warn_if_the_agent_cannot_load(command, directory, executable)
     if gate_code is not None:
         from leakagent.tools import gate
 
