@@ -37,8 +37,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "LEAKAGENT_THRESHOLD",
         "50",
-        "A call site becomes a suspect when one thread has created more than this many "
-        "instances of one kind there.",
+        "A call site becomes a suspect once it has created this many instances of one kind "
+        "beyond one per thread alive at a time (a one-thread program: more than this many), "
+        "or keeps this many more alive (retention).",
+    ),
+    Setting(
+        "LEAKAGENT_REFRESH_SECONDS",
+        "60",
+        "Creations beyond one per thread leak away at one per this many seconds, so a client "
+        "rebuilt periodically (fresh credentials) never becomes a suspect; 0: never leak.",
     ),
     Setting(
         "LEAKAGENT_REPORT",
@@ -164,6 +171,7 @@ class Config:
         cgroup_root: str = "/sys/fs/cgroup",
         targets: tuple[str, ...] = (),
         disabled_targets: tuple[str, ...] = (),
+        refresh_seconds: float = 60.0,
     ) -> None:
         self.enabled = enabled
         self.threshold = threshold
@@ -189,6 +197,9 @@ class Config:
         """User target specs (``module:attribute``), already validated."""
         self.disabled_targets = disabled_targets
         """Catalog names not to patch; ``("*",)`` for all."""
+        self.refresh_seconds = refresh_seconds
+        """A site may make one more instance every this many seconds without filling its
+        bucket (a client rebuilt for fresh credentials); 0: no leak."""
 
 
 class _Reader:
@@ -295,6 +306,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         problems=tuple(reader.problems),
         targets=tuple(spec.text for spec in specs),
         disabled_targets=disabled,
+        refresh_seconds=reader.number("LEAKAGENT_REFRESH_SECONDS", float, 0.0),
     )
 
 

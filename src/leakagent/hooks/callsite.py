@@ -2,9 +2,18 @@
 
 A raw caller is usually library code (``boto3/__init__.py``, ``requests/api.py``), a wrapt
 frame (with ``WRAPT_DISABLE_EXTENSIONS=1``) or the agent itself. Frames are skipped by file
-name, never by a fixed depth. Standard-library frames (``concurrent/futures``, ``functools``)
-are passed over too, unless nothing else is left on the stack or the creation happened while
-a standard-library module was being imported: then the first standard-library frame is used.
+name, never by a fixed depth:
+
+* the agent, wrapt and a target's own packages are passed over;
+* another installed library (``site-packages``) or the standard library that made the call
+  for the program (kombu building a ``redis.Redis``) is passed over too, and remembered as
+  ``via`` ("kombu/transport/redis.py:2062"), so the user's line is blamed;
+* with no user frame on the stack, or when the creation happened while a library or
+  standard-library module was being imported, the first such frame is the site, its
+  ``origin`` "library" or "stdlib" ("agent" when only agent frames are left).
+
+A site is ``(file, line, function)`` for the program's own line reached directly (the common
+case, no extra tuple fields), else ``(file, line, function, origin, via)``.
 """
 
 from __future__ import annotations
@@ -15,20 +24,35 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import FrameType
+    from typing import Union
 
-Site = tuple[str, int, str]  # (file path, line number, function qualname)
-UNKNOWN: Site = ("<unknown>", 0, "<unknown>")
+    Site = Union[tuple[str, int, str], tuple[str, int, str, str, "str | None"]]
+else:
+    Site = tuple
+
+UNKNOWN: Site = ("<unknown>", 0, "<unknown>", "agent", None)
 
 AGENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # leakagent/
 _STDLIB = os.path.dirname(os.__file__) + os.sep
+_PACKAGES = "-packages" + os.sep  # site-packages, dist-packages
 
-_USER, _STDLIB_FRAME, _SKIP = 0, 1, 2
+_USER, _STDLIB_FRAME, _SKIP, _LIBRARY = 0, 1, 2, 3
+_ORIGIN = {_STDLIB_FRAME: "stdlib", _LIBRARY: "library"}
 
 
 def _is_stdlib(filename: str) -> bool:
     if filename.startswith("<frozen"):
         return True
-    return filename.startswith(_STDLIB) and "-packages" not in filename
+    return filename.startswith(_STDLIB) and _PACKAGES not in filename
+
+
+def short_path(filename: str) -> str:
+    """A library file as users read it: below site-packages, or below the stdlib."""
+    if _PACKAGES in filename:
+        return filename.split(_PACKAGES, 1)[1]
+    if filename.startswith(_STDLIB):
+        return filename[len(_STDLIB) :]
+    return filename
 
 
 class SiteFinder:
@@ -52,6 +76,8 @@ class SiteFinder:
                 kind = _SKIP
             elif _is_stdlib(filename):
                 kind = _STDLIB_FRAME
+            elif _PACKAGES in filename:
+                kind = _LIBRARY
             else:
                 kind = _USER
             if len(self._kinds) < 20_000:  # bounded cache
@@ -69,26 +95,31 @@ class SiteFinder:
             frame: FrameType | None = sys._getframe(depth + 1)
         except ValueError:
             return UNKNOWN
-        fallback: FrameType | None = None
+        via: FrameType | None = None
+        via_kind = _SKIP
         kinds = self._kinds
         while frame is not None:
             code = frame.f_code
             kind = kinds.get(code.co_filename)
             if kind is None:
                 kind = self._kind(code.co_filename)
-            if kind == _USER and (constructing is None or not _is_method_of(frame, constructing)):
-                return (code.co_filename, frame.f_lineno or 0, _qualname(code))
-            if kind == _STDLIB_FRAME:
-                if fallback is None:
-                    fallback = frame
+            if kind == _USER:
+                if constructing is None or not _is_method_of(frame, constructing):
+                    site = (code.co_filename, frame.f_lineno or 0, _qualname(code))
+                    if via is None:
+                        return site
+                    where = f"{short_path(via.f_code.co_filename)}:{via.f_lineno or 0}"
+                    return (*site, "user", where)
+            elif kind != _SKIP:
+                if via is None:
+                    via, via_kind = frame, kind
                 elif code.co_filename.startswith("<frozen importlib"):
-                    break  # created while a stdlib module was being imported: blame that
-
+                    break  # made while a module was being imported: blame that module
             frame = frame.f_back
-        if fallback is None:
+        if via is None:
             return UNKNOWN
-        code = fallback.f_code
-        return (code.co_filename, fallback.f_lineno or 0, _qualname(code))
+        code = via.f_code
+        return (code.co_filename, via.f_lineno or 0, _qualname(code), _ORIGIN[via_kind], None)
 
 
 def _is_method_of(frame: FrameType, obj: object) -> bool:

@@ -13,6 +13,7 @@ never looked at.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import wrapt
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
     from leakagent.core.tracker import Tracker
+    from leakagent.hooks.callsite import Site
     from leakagent.hooks.catalog import Target
 
 PART = "client-hook"
@@ -53,9 +55,11 @@ _depth = CONSTRUCTION_DEPTH  # shared with the threading.local hook (nested: not
 _applied: dict[str, tuple[Any, str, Any, bool]] = {}
 """target name -> (parent, attribute, original value, attribute was in parent.__dict__)."""
 
-listeners: list[Callable[[str, tuple[str, int, str], int, int], None]] = []
+listeners: list[Callable[[str, Site, int, int], None]] = []
 """Called after each counted construction with (kind, site, start_ns, end_ns); used by the
-telemetry layer for spans. Errors are contained like the hook's own."""
+telemetry layer for spans. ``site[:3]`` is (file, line, function); a site reached through
+a library has ``site[3]`` (origin) and ``site[4]`` (via). Errors are contained like the
+hook's own."""
 
 
 # -- call sites --------------------------------------------------------------------------
@@ -64,8 +68,10 @@ telemetry layer for spans. Errors are contained like the hook's own."""
 # session, aiobotocore's aiohttp session) is blamed on the program's line, not the library's.
 _finder = SiteFinder((WRAPT_DIR,))
 _missing: list[str] = []
-"""Packages named by patched targets but not imported yet (looked up again at each record)."""
+"""Packages named by patched targets but not imported yet (looked up again once more modules
+are imported: a package never imported costs one ``len(sys.modules)`` per creation)."""
 _named: set[str] = set()
+_modules_seen = -1  # len(sys.modules) when _missing was last looked up
 
 
 def _skip_packages(names: tuple[str, ...]) -> None:
@@ -77,6 +83,8 @@ def _skip_packages(names: tuple[str, ...]) -> None:
 
 
 def _resolve_packages() -> None:
+    global _modules_seen
+    _modules_seen = len(sys.modules)
     found = []
     for name in list(_missing):
         directory = package_dir(name)
@@ -141,7 +149,7 @@ class ConstructorHook:
             guard.fault_point(PART)
             obj = instance if self.target.is_class else result
             kind, base = self._kind_of(obj)
-            if _missing:
+            if _missing and len(sys.modules) != _modules_seen:
                 _resolve_packages()
             subclass = base is not None and self.target.is_class
             site = self.finder.find(0, obj if subclass else None)

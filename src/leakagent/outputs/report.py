@@ -29,6 +29,11 @@ _CLIENT_HINT = (
     "create it once and share it (most clients are thread-safe), or cache it per thread "
     "in a threading.local created once at module level"
 )
+_THREAD_CHURN_HINT = (
+    "one per thread, but the threads keep changing (a new thread per task or request): "
+    "thread churn defeats the per-thread cache; share one client, or keep the threads "
+    "(a fixed pool)"
+)
 _RETENTION_HINT = (
     "; the instances stay alive: something keeps every one of them (a list, a dict, a cache)"
 )
@@ -38,6 +43,8 @@ def hint(site: dict[str, Any]) -> str:
     """A one-line hint of the fix for a suspect site."""
     is_local = site["kind"] == LOCAL_KIND or site.get("base") == LOCAL_KIND
     text = _LOCAL_HINT if is_local else _CLIENT_HINT
+    if site.get("cause") == "thread_churn":
+        text = _THREAD_CHURN_HINT
     if site.get("verdict") == RETENTION:
         text += _RETENTION_HINT
     return text
@@ -103,8 +110,10 @@ def display_path(path: str) -> str:
 
 
 def where(site: dict[str, Any]) -> str:
-    """``file:line in function``."""
-    return f"{display_path(site['file'])}:{site['line']} in {site['function']}"
+    """``file:line in function`` (and the library frame that made the call, if any)."""
+    via = site.get("via")
+    tail = f" (via {via})" if via else ""
+    return f"{display_path(site['file'])}:{site['line']} in {site['function']}{tail}"
 
 
 def kind_label(site: dict[str, Any]) -> str:
@@ -120,10 +129,16 @@ def warning_line(site: dict[str, Any], event: str, threshold: int) -> str:
             f"{kind_label(site)} at {where(site)}: {site['live']} instances still alive of "
             f"{site['created']} created (retention) — {hint(site)}"
         )
-    return (
-        f"{kind_label(site)} created {site['max_per_thread']} times on thread "
-        f"{site['max_thread']} at {where(site)} ({site['verdict']}) — {hint(site)}"
-    )
+    threads = site.get("threads", 1)
+    if threads <= 1:
+        spread = f"{site['max_per_thread']} times on thread {site['max_thread']}"
+    else:
+        spread = (
+            f"{site['created']} times on {threads} threads "
+            f"({site.get('concurrency', threads)} alive at a time)"
+        )
+    verdict = site["verdict"]
+    return f"{kind_label(site)} created {spread} at {where(site)} ({verdict}) — {hint(site)}"
 
 
 def render_text(report: dict[str, Any], *, all_sites: bool = False) -> str:
@@ -136,8 +151,8 @@ def render_text(report: dict[str, Any], *, all_sites: bool = False) -> str:
     if suspects:
         lines.append(
             f"leakagent: {len(suspects)} suspect call site{'s' if len(suspects) != 1 else ''} "
-            f"in pid {process['pid']} (more than {threshold} creations of one kind on one "
-            f"thread at one place)"
+            f"in pid {process['pid']} ({threshold} or more creations of one kind at one place "
+            f"beyond one per thread alive at a time)"
         )
     else:
         lines.append(

@@ -41,6 +41,7 @@ class Agent:
             max_sites=config.max_sites,
             max_live_refs=config.max_live_refs,
             on_suspect=self._on_suspect,
+            refresh_seconds=config.refresh_seconds,
         )
         self.reporter = Reporter(self.tracker, config, _root_pid())
         self._local_sites = SiteFinder()

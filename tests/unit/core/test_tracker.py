@@ -55,12 +55,14 @@ def test_one_instance_per_thread_is_never_a_suspect() -> None:
     events = events_of(tracker)
     keep = []
     lock = threading.Lock()
+    together = threading.Barrier(32)  # a pool: its threads are alive at the same time
 
     def work() -> None:
         obj = Thing()
         with lock:
             keep.append(obj)
         tracker.record("k", SITE, obj)
+        together.wait()
 
     threads = [threading.Thread(target=work) for _ in range(32)]
     for t in threads:
@@ -74,13 +76,29 @@ def test_one_instance_per_thread_is_never_a_suspect() -> None:
 
 def test_reused_thread_idents_are_not_one_thread() -> None:
     # Threads started one after another usually get the same ident from the OS.
-    tracker = Tracker(threshold=3)
+    tracker = Tracker(threshold=30)
     for _ in range(20):
         t = threading.Thread(target=lambda: tracker.record("k", SITE, Thing()))
         t.start()
         t.join()
     site = site_of(tracker)
     assert site["threads"] == 20 and site["max_per_thread"] == 1 and not site["suspect"]
+    assert site["concurrency"] == 1
+
+
+def test_thread_churn_defeating_a_per_thread_cache_is_a_suspect() -> None:
+    # One instance per thread, but a new thread per task: one instance per task.
+    tracker = Tracker(threshold=5)
+    events = events_of(tracker)
+    for _ in range(20):
+        t = threading.Thread(target=lambda: tracker.record("k", SITE, Thing()))
+        t.start()
+        t.join()
+    site = site_of(tracker)
+    assert site["suspect"] and site["cause"] == "thread_churn" and site["verdict"] == CHURN
+    assert [e for e, _ in events] == ["suspect"]
+    flagged = events[0][1]  # one creation past the threshold beyond the concurrency
+    assert flagged["flagged_after"]["created"] == 5 + flagged["concurrency"]
 
 
 def test_crossing_the_threshold_makes_one_suspect_event() -> None:
