@@ -36,7 +36,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LEAKAGENT_ENABLED", "1", "0/false/no/off loads nothing at all."),
     Setting(
         "LEAKAGENT_THRESHOLD",
-        "50",
+        "40",
         "A call site becomes a suspect once it has created this many instances of one kind "
         "beyond one per thread alive at a time (a one-thread program: more than this many), "
         "or keeps this many more alive (retention).",
@@ -151,7 +151,7 @@ class Config:
         self,
         *,
         enabled: bool = True,
-        threshold: int = 50,
+        threshold: int = 40,
         report_path: Optional[str] = None,
         report_interval: float = 5.0,
         summary: str = "auto",

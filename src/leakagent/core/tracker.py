@@ -269,7 +269,7 @@ class Tracker:
 
     def __init__(
         self,
-        threshold: int = 50,
+        threshold: int = 40,
         max_sites: int = 10_000,
         max_live_refs: int = 200_000,
         on_suspect: Optional[Callable[[dict[str, Any], str], None]] = None,
@@ -426,9 +426,18 @@ class Tracker:
         self._sites[(kind, stats.file, stats.line, stats.function)] = stats
         return stats
 
-    def _leak(self, stats: SiteStats, now: float) -> None:
+    def _leak(self, stats: SiteStats, excess: int, now: float) -> None:
+        """Add ``excess`` creations to the bucket, less what leaked since the last report.
+
+        The creations a cell made lock-free are taken as spread over that time (a rebuild
+        every minute reported in one go leaks as it would one by one); a cell reports at
+        least every ``threshold // 4`` creations before a verdict, so an idle hour forgives
+        at most that much of a burst.
+        """
+        debt = stats.debt + excess
         if self.refresh_seconds > 0:
-            stats.debt = max(stats.debt - (now - stats.debt_time) / self.refresh_seconds, 0.0)
+            debt -= (now - stats.debt_time) / self.refresh_seconds
+        stats.debt = max(debt, 0.0)
         stats.debt_time = now
 
     def _report(self, cell: _Cell, first: bool, now: float) -> Optional[tuple[str, dict[str, Any]]]:
@@ -441,8 +450,7 @@ class Tracker:
         if first and stats.alive_creators > stats.concurrency:
             stats.concurrency = stats.alive_creators
             excess -= 1
-        self._leak(stats, now)
-        stats.debt += excess
+        self._leak(stats, excess, now)
         created = stats.created
         live = max(created - stats.untracked - stats.freed, 0)
         if live > stats.live_peak:
@@ -473,7 +481,7 @@ class Tracker:
                 event = ("suspect", stats.as_dict(self._names))
             else:  # before a verdict: the cells together may not make what is left
                 left = min(int(threshold - full), threshold - live_excess)
-                share = max((left - 1) // max(len(cells), 1), 0)
+                share = max(min((left - 1) // max(len(cells), 1), threshold // 4), 0)
                 for other in cells:
                     other.allowance = other.count - other.flushed + share
                 return None
@@ -521,8 +529,7 @@ class Tracker:
             return
         delta = cell.count - cell.flushed
         if delta:
-            self._leak(stats, now)
-            stats.debt += delta
+            self._leak(stats, delta, now)
         del stats.cells[cell]
         stats.alive_creators -= 1
         stats.dead_created += cell.count
