@@ -18,13 +18,16 @@ Imports neither wrapt nor OpenTelemetry, and nothing heavy: it is on the start-u
   lock operations per thread and site). Readers sum the cells under the lock: counts stay
   exact. Not an RLock: eventlet's ``monkey_patch()`` turns existing RLocks green, which
   hangs a real thread (the report writer). The SIGTERM handler checks the lock first.
-* **Live instances** are watched with weak references whose callback is the C method
-  ``deque.append`` (no Python code in a deallocator: a Python callback crashed CPython 3.11
-  inside ``_thread._local``'s deallocator); the deque is drained under the lock. Exact up to
-  ``SAMPLE_FROM`` live instances per site; past that one in ``stride`` is watched, carrying
-  the weight of those skipped, the stride doubling as the site doubles: about
-  ``SAMPLE_FROM`` references per doubling, so 1M kept alive cost ~11k references.
-  Verdicts are decided well below ``SAMPLE_FROM`` (where ``live`` is exact).
+* **Live instances** are watched with weak references kept in a set per site, whose
+  callback is that set's C method ``discard``: a freed instance leaves the set by itself, no
+  Python code runs in a deallocator (a Python callback crashed CPython 3.11 inside
+  ``_thread._local``'s deallocator), nothing is queued, and ``len(set)`` is the live count.
+  The references hash and compare by their own identity, never calling the instance's
+  ``__hash__``/``__eq__``. Exact up to ``SAMPLE_FROM`` live instances per site; past that,
+  a new set at twice the stride is opened (one instance in ``stride`` watched, standing for
+  the ones skipped): at most ``SAMPLE_FROM`` references per doubling, so 1M kept alive cost
+  ~11k references whatever the count. Verdicts are decided at ``threshold`` plus the
+  concurrency, far below ``SAMPLE_FROM``, where ``live`` is exact.
 * Threads are told apart by a serial number, not by ``threading.get_ident()`` (reused).
   An ended thread's cells are folded into the site (bounded memory under thread churn).
 * Memory is bounded: at most ``max_sites`` sites (then one overflow site per kind), at most
@@ -56,7 +59,7 @@ LOCAL_KIND = "threading.local"
 SAMPLE_FROM = 1024  # live instances watched one by one per site before sampling
 MAX_ALLOWANCE = 1 << 16  # lock-free creations per cell between two reports, at most
 REFRESH_SECONDS = 60.0
-DRAIN_AT = 4096  # dead references queued before a lock-free creation drains them
+MAX_STRIDE = 1 << 24
 
 CONSTRUCTION_DEPTH: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)
 """How many counted client constructions are running in this context. Anything created inside
@@ -103,10 +106,10 @@ class SiteStats:
         "file",
         "first_seen",
         "flagged_after",
-        "freed",
         "function",
         "kind",
         "last_seen",
+        "levels",
         "line",
         "live_peak",
         "origin",
@@ -117,6 +120,8 @@ class SiteStats:
         "verdict",
         "via",
         "warned_retention",
+        "watch_cap",
+        "watches",
     )
 
     def __init__(self, kind: str, site: Site, base: Optional[str], now: float) -> None:
@@ -142,7 +147,9 @@ class SiteStats:
         self.dead_untracked = 0
         self.dead_max = 0
         self.dead_max_thread = ""
-        self.freed = 0  # weighted: a sampled reference stands for the skipped ones
+        self.watches: set[_Watch] = set()  # the current level: one watched per ``stride``
+        self.watch_cap = SAMPLE_FROM
+        self.levels: list[tuple[int, set[_Watch]]] = [(1, self.watches)]
         self.debt = 0.0  # excess creations not yet leaked away
         self.debt_time = now
         self.stride = 1
@@ -165,8 +172,14 @@ class SiteStats:
 
     @property
     def live(self) -> int:
-        """Watched instances not yet freed (a lower bound when ``untracked`` > 0)."""
-        return max(self.created - self.untracked - self.freed, 0)
+        """Watched instances not yet freed (a lower bound when ``untracked`` > 0; an
+        estimate once sampled: each reference of a level stands for ``stride`` instances)."""
+        live = sum(stride * len(watches) for stride, watches in self.levels)
+        return live + sum(cell.skip for cell in self.cells)
+
+    @property
+    def watched(self) -> int:
+        return sum(len(watches) for _, watches in self.levels)
 
     @property
     def per_thread(self) -> dict[int, int]:
@@ -207,7 +220,7 @@ class SiteStats:
             "cause": self.cause(created),
             "max_per_thread": most,
             "max_thread": most_thread,
-            "live": max(created - untracked - self.freed, 0),
+            "live": self.live,
             "live_exact": untracked == 0 and self.stride == 1,
             "live_peak": self.live_peak,
             "suspect": self.suspect,
@@ -223,11 +236,13 @@ class SiteStats:
 
 
 class _Watch(ref):  # type: ignore[type-arg]
-    """A weak reference that remembers its site and how many instances it stands for."""
+    """A weak reference hashed and compared by its own identity (in C): putting it in a set
+    never runs the instance's ``__hash__``/``__eq__``, and works for unhashable ones."""
 
-    __slots__ = ("site", "weight")
-    site: SiteStats
-    weight: int
+    __slots__ = ()
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
 
 
 class _ThreadToken:
@@ -287,9 +302,9 @@ class Tracker:
     def _reset_state(self) -> None:
         self._lock = _thread.allocate_lock()
         self._sites: dict[Key, SiteStats] = {}
-        self._refs: dict[int, _Watch] = {}
-        self._freed: deque[_Watch] = deque()  # dead references, queued by the callback
-        self._on_free = self._freed.append  # the weakref callback: C code, no lock
+        self._made = 0  # references made (racy count): when to count the live ones again
+        self._recount_at = 4096
+        self._capped = False  # max_live_refs reached: new instances are not watched
         self._tls = _thread._local()
         self._serials = itertools.count(1)
         self._alive: dict[int, _ThreadEnd] = {}  # thread serial -> reference to its token
@@ -325,28 +340,74 @@ class Tracker:
         cell.count += 1
         self.generation += 1
         cell.skip += 1
-        if cell.skip >= cell.stats.stride:  # else the next watched one stands for it
-            self._watch(cell, obj)
+        stats = cell.stats
+        if cell.skip < stats.stride:
+            return  # the next watched one stands for it
+        watches = stats.watches
+        if len(watches) < stats.watch_cap and not self._capped:
+            try:
+                watches.add(_Watch(obj, watches.discard))
+            except TypeError:  # the type does not support weak references
+                cell.untracked += cell.skip
+            cell.skip = 0
+        elif self._capped:  # max_live_refs reached: not watched (live: a lower bound)
+            cell.untracked += cell.skip
+            cell.skip = 0
+        else:
+            self._crowded(cell, obj)
+            return
+        self._made += 1
+        if self._made >= self._recount_at:
+            self._recount()
 
-    def _watch(self, cell: _Cell, obj: object) -> None:
-        """Watch ``obj`` for the ``cell.skip`` instances it stands for (itself included)."""
-        weight = cell.skip
-        cell.skip = 0
-        refs = self._refs
-        if len(refs) >= self.max_live_refs:
+    def _watch_locked(self, cell: _Cell, obj: object) -> None:
+        """The watching part of :meth:`record`, under the lock."""
+        cell.skip += 1
+        stats = cell.stats
+        if cell.skip < stats.stride:
+            return
+        watches = stats.watches
+        if len(watches) < stats.watch_cap and not self._capped:
+            try:
+                watches.add(_Watch(obj, watches.discard))
+            except TypeError:
+                cell.untracked += cell.skip
+            cell.skip = 0
+        else:
+            self._open_level(cell, obj)
+        self._made += 1
+
+    def _crowded(self, cell: _Cell, obj: object) -> None:
+        with self._lock:
+            self._open_level(cell, obj)
+
+    def _open_level(self, cell: _Cell, obj: object) -> None:
+        """The site's current set is full: watch one in twice as many, or stop (the cap)."""
+        stats = cell.stats
+        self._count_watched()
+        weight, cell.skip = cell.skip, 0
+        if self._capped or stats.stride >= MAX_STRIDE:
             cell.untracked += weight
             return
+        if len(stats.watches) >= stats.watch_cap:
+            stats.stride *= 2
+            stats.watches = set()
+            stats.levels.append((stats.stride, stats.watches))
         try:
-            watch = _Watch(obj, self._on_free)
-        except TypeError:  # the type does not support weak references
+            stats.watches.add(_Watch(obj, stats.watches.discard))
+        except TypeError:
             cell.untracked += weight
-            return
-        watch.site = cell.stats
-        watch.weight = weight
-        refs[id(watch)] = watch
-        if len(self._freed) > DRAIN_AT and not self._lock.locked():
-            with self._lock:  # dead references are not kept for long on a lock-free path
-                self._drain()
+
+    def _recount(self) -> None:
+        with self._lock:
+            self._count_watched()
+
+    def _count_watched(self) -> int:
+        """Count the live references (under the lock; O(sites)) and set the cap flag."""
+        total = sum(stats.watched for stats in self._sites.values())
+        self._capped = total >= self.max_live_refs
+        self._recount_at = self._made + max((self.max_live_refs - total) // 2, 1024)
+        return total
 
     def _new_thread(self) -> dict[tuple[str, Site], _Cell]:
         """This thread's cells, made on its first creation."""
@@ -377,16 +438,14 @@ class Tracker:
         now = time.time()
         event = None
         with self._lock:
-            if self._freed or self._ended:
+            if self._ended:
                 self._drain()
             first = cell is None
             if cell is None:
                 cell = self._new_cell(kind, site, base, cells, now)
             cell.count += 1
             self.generation += 1
-            cell.skip += 1
-            if cell.skip >= cell.stats.stride:
-                self._watch(cell, obj)
+            self._watch_locked(cell, obj)
             event = self._report(cell, first, now)
         if event is not None and self.on_suspect is not None:
             self.on_suspect(event[1], event[0])
@@ -423,6 +482,7 @@ class Tracker:
             if stats is not None:
                 return stats
         stats = SiteStats(kind, site, base, now)
+        stats.watch_cap = min(SAMPLE_FROM, self.max_live_refs)
         self._sites[(kind, stats.file, stats.line, stats.function)] = stats
         return stats
 
@@ -452,10 +512,9 @@ class Tracker:
             excess -= 1
         self._leak(stats, excess, now)
         created = stats.created
-        live = max(created - stats.untracked - stats.freed, 0)
+        live = stats.live
         if live > stats.live_peak:
             stats.live_peak = live
-        self._resample(stats, live)
         threshold = self.threshold
         event = None
         live_excess = live - stats.concurrency
@@ -492,14 +551,6 @@ class Tracker:
         cell.allowance = min(max(cell.count, 1), MAX_ALLOWANCE)
         return event
 
-    def _resample(self, stats: SiteStats, live: int) -> None:
-        """Past ``SAMPLE_FROM`` live instances, watch one in ``stride`` (doubling)."""
-        stride = 1
-        while live >= SAMPLE_FROM * stride:
-            stride *= 2
-        if stride > stats.stride:
-            stats.stride = stride
-
     def _drain(self) -> None:
         ended = self._ended
         now = 0.0
@@ -514,12 +565,6 @@ class Tracker:
                     self._fold(cell, now)
         if len(self._names) > MAX_NAMES:
             self._forget_names()
-        freed = self._freed
-        refs = self._refs
-        while freed:
-            watch = freed.popleft()
-            refs.pop(id(watch), None)
-            watch.site.freed += watch.weight
         self.generation += 1
 
     def _fold(self, cell: _Cell, now: float) -> None:
@@ -563,7 +608,7 @@ class Tracker:
     def snapshot(self) -> list[dict[str, Any]]:
         """Copies of every site, suspects first then by count; verdicts brought up to date."""
         with self._lock:
-            if self._freed or self._ended:
+            if self._ended:
                 self._drain()
             sites = []
             for stats in self._sites.values():
@@ -578,18 +623,17 @@ class Tracker:
     def totals(self) -> dict[str, int]:
         """Process-wide counts."""
         with self._lock:
-            if self._freed or self._ended:
+            if self._ended:
                 self._drain()
             created = live = 0
             for stats in self._sites.values():
-                n = stats.created
-                created += n
-                live += max(n - stats.untracked - stats.freed, 0)
+                created += stats.created
+                live += stats.live
             return {
                 "sites": len(self._sites),
                 "created": created,
                 "live": live,
-                "watched": len(self._refs),
+                "watched": self._count_watched(),
                 "suspects": sum(1 for s in self._sites.values() if s.suspect),
                 "overflowed": self.overflowed,
                 "threads_alive": len(self._alive),
@@ -601,15 +645,14 @@ class Tracker:
             stats = self._sites.get(key)
             if stats is None or limit <= 0:
                 return []
-            watches = list(self._refs.values())
+            watches = [watch for _, level in stats.levels for watch in list(level)]
         found: list[object] = []
         for watch in watches:
-            if watch.site is stats:
-                obj = watch()
-                if obj is not None:
-                    found.append(obj)
-                    if len(found) >= limit:
-                        break
+            obj = watch()
+            if obj is not None:
+                found.append(obj)
+                if len(found) >= limit:
+                    break
         return found
 
     # -- scoped readers (pytest plugin, memory watcher); never on the hot path -------------
@@ -617,7 +660,7 @@ class Tracker:
     def checkpoint(self) -> Checkpoint:
         """The counts now, to compare with later (:meth:`since`). O(sites + thread counters)."""
         with self._lock:
-            if self._freed or self._ended:
+            if self._ended:
                 self._drain()
             return {
                 key: (stats.created, stats.live, stats.per_thread, stats.threads)
@@ -633,7 +676,7 @@ class Tracker:
         """
         found = []
         with self._lock:
-            if self._freed or self._ended:
+            if self._ended:
                 self._drain()
             for key, stats in self._sites.items():
                 if stats.exempt:
@@ -675,7 +718,7 @@ class Tracker:
     def live_counts(self) -> dict[Key, tuple[int, int, bool, Optional[str]]]:
         """(created, live, suspect, verdict) of every site, by key. O(sites + cells)."""
         with self._lock:
-            if self._freed or self._ended:
+            if self._ended:
                 self._drain()
             return {
                 key: (s.created, s.live, s.suspect, s.verdict) for key, s in self._sites.items()
