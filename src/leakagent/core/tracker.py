@@ -12,7 +12,7 @@ Imports neither wrapt nor OpenTelemetry, and nothing heavy: it is on the start-u
   ``threshold`` (retention, however slow the creations).
 * **Lock-free hot path.** Each thread counts in its own cell per site (only that thread
   writes it). The shared lock is taken on a thread's first creation at a site and when a
-  cell has made ``allowance`` creations since it last reported: before a verdict the
+  cell has made its allowance of creations since it last reported: before a verdict the
   allowances add up to less than what is left to reach the threshold, so the suspect is
   found at the same creation as with a lock on every call; afterwards they double (a few
   lock operations per thread and site). Readers sum the cells under the lock: counts stay
@@ -60,6 +60,7 @@ SAMPLE_FROM = 1024  # live instances watched one by one per site before sampling
 MAX_ALLOWANCE = 1 << 16  # lock-free creations per cell between two reports, at most
 REFRESH_SECONDS = 60.0
 MAX_STRIDE = 1 << 24
+STRIDE_OF_SUSPECTS = 16  # once flagged, one instance in 16 is watched (live: an estimate)
 
 CONSTRUCTION_DEPTH: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)
 """How many counted client constructions are running in this context. Anything created inside
@@ -76,7 +77,7 @@ QUIET_ORIGINS = ("stdlib", "agent")
 class _Cell:
     """One thread's counters at one site: written lock-free by that thread only."""
 
-    __slots__ = ("allowance", "count", "flushed", "serial", "skip", "stats", "untracked")
+    __slots__ = ("count", "flushed", "limit", "serial", "skip", "stats", "untracked")
 
     def __init__(self, stats: SiteStats, serial: int) -> None:
         self.stats = stats
@@ -85,7 +86,7 @@ class _Cell:
         self.flushed = 0  # count when last reported under the lock
         self.untracked = 0
         self.skip = 0  # creations skipped by sampling since the last watched one
-        self.allowance = 0
+        self.limit = 0  # the lock is taken again when ``count`` reaches it
 
 
 class SiteStats:
@@ -102,6 +103,7 @@ class SiteStats:
         "dead_untracked",
         "debt",
         "debt_time",
+        "discard",
         "exempt",
         "file",
         "first_seen",
@@ -148,6 +150,7 @@ class SiteStats:
         self.dead_max = 0
         self.dead_max_thread = ""
         self.watches: set[_Watch] = set()  # the current level: one watched per ``stride``
+        self.discard = self.watches.discard  # the weakref callback (C)
         self.watch_cap = SAMPLE_FROM
         self.levels: list[tuple[int, set[_Watch]]] = [(1, self.watches)]
         self.debt = 0.0  # excess creations not yet leaked away
@@ -173,9 +176,9 @@ class SiteStats:
     @property
     def live(self) -> int:
         """Watched instances not yet freed (a lower bound when ``untracked`` > 0; an
-        estimate once sampled: each reference of a level stands for ``stride`` instances)."""
-        live = sum(stride * len(watches) for stride, watches in self.levels)
-        return live + sum(cell.skip for cell in self.cells)
+        estimate once sampled: each reference of a level stands for ``stride`` instances, the
+        ones skipped since the last watched one are not counted)."""
+        return sum(stride * len(watches) for stride, watches in self.levels)
 
     @property
     def watched(self) -> int:
@@ -233,6 +236,14 @@ class SiteStats:
                 {"thread": names.get(serial, "?"), "created": count} for count, serial in top
             ],
         }
+
+
+def _new_level(stats: SiteStats, stride: int) -> None:
+    """Watch one instance in ``stride`` from now on, in a set of its own (under the lock)."""
+    stats.stride = stride
+    stats.watches = set()
+    stats.discard = stats.watches.discard
+    stats.levels.append((stride, stats.watches))
 
 
 class _Watch(ref):  # type: ignore[type-arg]
@@ -313,12 +324,23 @@ class Tracker:
         self._on_thread_end = self._ended.append
         self._names: dict[int, str] = {}  # thread serial -> name (bounded: MAX_NAMES)
         self.overflowed = 0
-        self.generation = 0  # bumped by changes, so writers can skip unchanged reports
+        self._generation = 0  # bumped by changes under the lock
 
     def reset_after_fork(self) -> None:
         """A forked child starts with its own, empty counts and a fresh lock."""
         self._reset_state()
         self.started = time.time()
+
+    @property
+    def generation(self) -> tuple[int, int, int]:
+        """Changes when anything a report shows may have changed (writers skip unchanged
+        reports). O(sites + cells): read by the periodic writer, never on the hot path."""
+        with self._lock:
+            created = live = 0
+            for stats in self._sites.values():
+                created += stats.created
+                live += stats.live
+            return (self._generation, created, live)
 
     @property
     def total_created(self) -> int:
@@ -334,19 +356,21 @@ class Tracker:
         except AttributeError:
             cells = self._new_thread()
         cell = cells.get((kind, site))
-        if cell is None or cell.count - cell.flushed >= cell.allowance:
+        if cell is None or cell.count >= cell.limit:
             self._record_locked(kind, site, obj, base, cell, cells)
             return
         cell.count += 1
-        self.generation += 1
-        cell.skip += 1
         stats = cell.stats
-        if cell.skip < stats.stride:
-            return  # the next watched one stands for it
+        if stats.stride != 1:
+            cell.skip += 1
+            if cell.skip < stats.stride:
+                return  # the next watched one stands for it
+        else:
+            cell.skip = 1
         watches = stats.watches
         if len(watches) < stats.watch_cap and not self._capped:
             try:
-                watches.add(_Watch(obj, watches.discard))
+                watches.add(_Watch(obj, stats.discard))
             except TypeError:  # the type does not support weak references
                 cell.untracked += cell.skip
             cell.skip = 0
@@ -369,7 +393,7 @@ class Tracker:
         watches = stats.watches
         if len(watches) < stats.watch_cap and not self._capped:
             try:
-                watches.add(_Watch(obj, watches.discard))
+                watches.add(_Watch(obj, stats.discard))
             except TypeError:
                 cell.untracked += cell.skip
             cell.skip = 0
@@ -390,11 +414,9 @@ class Tracker:
             cell.untracked += weight
             return
         if len(stats.watches) >= stats.watch_cap:
-            stats.stride *= 2
-            stats.watches = set()
-            stats.levels.append((stats.stride, stats.watches))
+            _new_level(stats, stats.stride * 2)
         try:
-            stats.watches.add(_Watch(obj, stats.watches.discard))
+            stats.watches.add(_Watch(obj, stats.discard))
         except TypeError:
             cell.untracked += weight
 
@@ -444,7 +466,7 @@ class Tracker:
             if cell is None:
                 cell = self._new_cell(kind, site, base, cells, now)
             cell.count += 1
-            self.generation += 1
+            self._generation += 1
             self._watch_locked(cell, obj)
             event = self._report(cell, first, now)
         if event is not None and self.on_suspect is not None:
@@ -517,7 +539,8 @@ class Tracker:
             stats.live_peak = live
         threshold = self.threshold
         event = None
-        live_excess = live - stats.concurrency
+        # sampled: ``live`` may be off by a stride; retention needs that much more
+        live_excess = live - stats.concurrency - (stats.stride - 1)
         if stats.exempt:
             pass
         elif not stats.suspect:
@@ -538,17 +561,19 @@ class Tracker:
                 stats.verdict = RETENTION if live_excess >= threshold else CHURN
                 stats.warned_retention = stats.verdict == RETENTION
                 event = ("suspect", stats.as_dict(self._names))
+                if stats.verdict == CHURN and stats.stride < STRIDE_OF_SUSPECTS:
+                    _new_level(stats, STRIDE_OF_SUSPECTS)  # the verdict is made: sample
             else:  # before a verdict: the cells together may not make what is left
                 left = min(int(threshold - full), threshold - live_excess)
                 share = max(min((left - 1) // max(len(cells), 1), threshold // 4), 0)
                 for other in cells:
-                    other.allowance = other.count - other.flushed + share
+                    other.limit = other.count + share
                 return None
         elif not stats.warned_retention and live_excess >= threshold:
             stats.verdict = RETENTION
             stats.warned_retention = True
             event = ("retention", stats.as_dict(self._names))
-        cell.allowance = min(max(cell.count, 1), MAX_ALLOWANCE)
+        cell.limit = cell.count + min(max(cell.count, 1), MAX_ALLOWANCE)
         return event
 
     def _drain(self) -> None:
@@ -565,7 +590,7 @@ class Tracker:
                     self._fold(cell, now)
         if len(self._names) > MAX_NAMES:
             self._forget_names()
-        self.generation += 1
+        self._generation += 1
 
     def _fold(self, cell: _Cell, now: float) -> None:
         """An ended thread's cell: its counts move into the site."""
@@ -591,7 +616,8 @@ class Tracker:
 
     def _verdict(self, stats: SiteStats) -> str:
         """Retention when the instances alive pass the concurrency by the threshold."""
-        return RETENTION if stats.live - stats.concurrency >= self.threshold else CHURN
+        margin = stats.stride - 1  # sampled: ``live`` may be off by a stride
+        return RETENTION if stats.live - stats.concurrency - margin >= self.threshold else CHURN
 
     def _check_unreported(self, stats: SiteStats) -> None:
         """A reader's pass: creations not yet reported by their cells may make a suspect."""
@@ -601,7 +627,7 @@ class Tracker:
         live_excess = stats.live - stats.concurrency
         if stats.debt + pending > self.threshold - 1 or live_excess >= self.threshold:
             for cell in stats.cells:
-                cell.allowance = 0  # the next creation on each thread reports
+                cell.limit = 0  # the next creation on each thread reports
 
     # -- readers --------------------------------------------------------------------------
 

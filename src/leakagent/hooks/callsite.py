@@ -37,6 +37,7 @@ _STDLIB = os.path.dirname(os.__file__) + os.sep
 _PACKAGES = "-packages" + os.sep  # site-packages, dist-packages
 
 _USER, _STDLIB_FRAME, _SKIP, _LIBRARY = 0, 1, 2, 3
+_getframe = sys._getframe
 _ORIGIN = {_STDLIB_FRAME: "stdlib", _LIBRARY: "library"}
 
 
@@ -58,16 +59,51 @@ def short_path(filename: str) -> str:
 class SiteFinder:
     """Finds call sites, skipping the agent, wrapt and a target's own package directories."""
 
-    __slots__ = ("_kinds", "_skip")
+    __slots__ = ("_at", "_kinds", "_skip")
 
     def __init__(self, skip_prefixes: tuple[str, ...] = ()) -> None:
         self._skip = (AGENT_DIR, *skip_prefixes)
         self._kinds: dict[str, int] = {}
+        self._at: dict[tuple[int, int], tuple[object, Site]] = {}  # (id(code), offset) -> site
 
     def add_skip(self, *prefixes: str) -> None:
         """Also skip files under these directories (e.g. wrapt once it is imported)."""
         self._skip = (*self._skip, *prefixes)
         self._kinds.clear()
+        self._at.clear()
+
+    def find_fast(self, depth: int = 1) -> Site:
+        """:meth:`find` without ``constructing``, cheaper when the first frame past the
+        skipped ones is the program's own: its site is cached by (code, instruction offset),
+        so neither the line number nor the qualified name is computed again, and the same
+        tuple comes back (bounded cache)."""
+        try:
+            frame: FrameType | None = _getframe(depth + 1)
+        except ValueError:
+            return UNKNOWN
+        kinds = self._kinds
+        while frame is not None:
+            code = frame.f_code
+            kind = kinds.get(code.co_filename)
+            if kind is None:
+                kind = self._kind(code.co_filename)
+            if kind != _SKIP:
+                break
+            frame = frame.f_back
+        if frame is None:
+            return UNKNOWN
+        if kind != _USER:
+            return self.find(depth + 1)
+        # by id: hashing a code object hashes its bytecode and constants, every time; the
+        # entry keeps the code, so the id cannot be reused while it is cached
+        key = (id(code), frame.f_lasti)
+        entry = self._at.get(key)
+        if entry is not None and entry[0] is code:
+            return entry[1]
+        site = (code.co_filename, frame.f_lineno or 0, _qualname(code))
+        if len(self._at) < 20_000:
+            self._at[key] = (code, site)
+        return site
 
     def _kind(self, filename: str) -> int:
         kind = self._kinds.get(filename)

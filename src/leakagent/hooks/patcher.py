@@ -152,7 +152,7 @@ class ConstructorHook:
             if _missing and len(sys.modules) != _modules_seen:
                 _resolve_packages()
             subclass = base is not None and self.target.is_class
-            site = self.finder.find(0, obj if subclass else None)
+            site = self.finder.find(0, obj) if subclass else self.finder.find_fast(0)
             self.tracker.record(kind, site, obj, base)
             for listener in listeners:
                 listener(kind, site, start, end)
