@@ -94,12 +94,20 @@ def assert_flagged_before_half(
         if text.startswith(f"leakagent: {kind} created ") and f"{script.name}:{line} " in text
     ]
     assert warned and warned[0] < lines.index(HALF), stderr
+    print(f"\nSCENARIO {script.parent.name}: created {site['created']}, threads {site['threads']}, "
+          f"concurrency {site['concurrency']}, flagged after {site['flagged_after']}, "
+          f"verdict {site['verdict']}, cause {site['cause']}")
     return site
 
 
 def assert_quiet(stderr: str, report: dict) -> None:  # type: ignore[type-arg]
     assert report["suspects"] == [], report["suspects"]
     assert "leakagent" not in stderr, stderr
+    busiest = max(report["sites"], key=lambda s: s.get("excess", 0), default=None)
+    if busiest:
+        print(f"\nQUIET: busiest site created {busiest['created']}, threads "
+              f"{busiest['threads']}, concurrency {busiest['concurrency']}, excess "
+              f"{busiest['excess']}")
 
 
 # -- flagged -----------------------------------------------------------------------------
