@@ -229,3 +229,29 @@ def test_reset_after_fork_clears_counts() -> None:
         tracker.record("k", SITE, Thing())
     tracker.reset_after_fork()
     assert tracker.snapshot() == [] and tracker.totals()["created"] == 0
+
+
+def test_many_kept_instances_cost_a_bounded_number_of_references() -> None:
+    # Past 1,024 live at a site one in 2^k is watched: ~1,024 references per doubling.
+    tracker = Tracker(threshold=10**9)
+    kept = [Thing() for _ in range(200_000)]
+    for obj in kept:
+        tracker.record("k", SITE, obj)
+    site = site_of(tracker)
+    watched = tracker.totals()["watched"]
+    assert watched <= 1024 * 10, watched
+    assert site["created"] == 200_000 and not site["live_exact"]
+    assert 0.8 * 200_000 <= site["live"] <= 1.01 * 200_000, site["live"]
+    del kept
+    gc.collect()
+    assert site_of(tracker)["live"] == 0 and tracker.totals()["watched"] == 0
+
+
+def test_live_stays_exact_below_the_sampling_level() -> None:
+    tracker = Tracker(threshold=10**9)
+    kept = [Thing() for _ in range(1000)]
+    for obj in kept:
+        tracker.record("k", SITE, obj)
+    del kept[::2]
+    site = site_of(tracker)
+    assert site["live"] == 500 and site["live_exact"]
