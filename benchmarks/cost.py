@@ -191,7 +191,10 @@ def bench_first_warning(threads: int) -> dict[str, float]:
     code = FIRST_WARNING + seed_program(1000, threads)
     # the time of each stderr line as it arrives
     proc = subprocess.Popen(
-        [PY, "-u", "-c", code], env=env_for(True), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        [PY, "-u", "-c", code],
+        env=env_for(True, LEAKAGENT_LOG_LEVEL="WARNING"),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         text=True,
     )
     assert proc.stderr is not None
@@ -232,8 +235,13 @@ def main() -> None:
     if "first-warning" in wanted:
         results["first_warning"] = {str(n): bench_first_warning(n) for n in (8, 32, 64)}
         print("first-warning", results["first_warning"], flush=True)
-    Path(options.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(options.output).write_text(json.dumps(results, indent=2))
+    output = Path(options.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.exists() and options.only:  # a partial run updates the last full one
+        previous = json.loads(output.read_text())
+        previous.update({k: v for k, v in results.items() if k not in ("python", "started")})
+        results = previous
+    output.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

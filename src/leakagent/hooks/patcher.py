@@ -52,6 +52,8 @@ if _version(getattr(wrapt, "__version__", "0")) < MIN_WRAPT:
 WRAPT_DIR = os.path.dirname(os.path.abspath(wrapt.__file__)) + os.sep
 
 _depth = CONSTRUCTION_DEPTH  # shared with the threading.local hook (nested: not counted)
+_off = guard._off  # the parts switched off (a set: looked up without a call)
+_clock = time.perf_counter_ns
 _applied: dict[str, tuple[Any, str, Any, bool]] = {}
 """target name -> (parent, attribute, original value, attribute was in parent.__dict__)."""
 
@@ -131,7 +133,7 @@ class ConstructorHook:
 
     def __call__(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         depth = _depth.get()
-        if depth or guard.is_off(PART):
+        if depth or PART in _off:
             return wrapped(*args, **kwargs)
         token = _depth.set(depth + 1)
         if not self.target.counts:  # e.g. Elasticsearch.options: nothing new inside
@@ -139,23 +141,28 @@ class ConstructorHook:
                 return wrapped(*args, **kwargs)
             finally:
                 _depth.reset(token)
-        start = time.perf_counter_ns()
+        timed = bool(listeners)  # the clock is read only for the spans' listeners
+        start = _clock() if timed else 0
         try:
             result = wrapped(*args, **kwargs)
         finally:
             _depth.reset(token)
-        end = time.perf_counter_ns()
+        end = _clock() if timed else 0
         try:
-            guard.fault_point(PART)
+            if guard.FAULTS:
+                guard.fault_point(PART)
             obj = instance if self.target.is_class else result
             kind, base = self._kind_of(obj)
             if _missing and len(sys.modules) != _modules_seen:
                 _resolve_packages()
-            subclass = base is not None and self.target.is_class
-            site = self.finder.find(0, obj) if subclass else self.finder.find_fast(0)
+            if base is not None and self.target.is_class:  # a program subclass
+                site = self.finder.find(0, obj)
+            else:
+                site = self.finder.find_fast(0)
             self.tracker.record(kind, site, obj, base)
-            for listener in listeners:
-                listener(kind, site, start, end)
+            if timed:
+                for listener in listeners:
+                    listener(kind, site, start, end)
         except Exception as exc:
             guard.failed(PART, exc)
         return result
