@@ -37,7 +37,9 @@ def _make_counting_base(hook: Hook) -> type:
         """Base given to subclasses of ``threading.local`` defined after the agent loaded."""
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            obj = RawLocal.__new__(cls, *args, **kwargs)
+            obj = (
+                RawLocal.__new__(cls, *args, **kwargs) if kwargs else RawLocal.__new__(cls, *args)
+            )
             if not guard.is_off(PART):
                 try:
                     hook(cls, obj)
@@ -61,7 +63,8 @@ class LocalProxy:
         self._counting_base = _make_counting_base(hook)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        obj = self.__wrapped__(*args, **kwargs)
+        # not **{} when there are none: _thread._local keeps its keyword dict (+64 B each)
+        obj = self.__wrapped__(*args, **kwargs) if kwargs else self.__wrapped__(*args)
         hook = self._hook
         if hook is not None:
             try:
