@@ -68,6 +68,7 @@ def env_for(agent: bool, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("LEAKAGENT_", "OTEL_")) and k != "PYTHONPATH"
     }
+    env["PYTHONHASHSEED"] = "0"  # the same hashing in every run: counts repeat exactly
     env["LEAKAGENT_SUMMARY"] = "never"
     env["LEAKAGENT_LOG_LEVEL"] = "ERROR"
     if agent:
