@@ -87,7 +87,7 @@ def callgrind_instructions(code: str, env: dict[str, str]) -> int:
             capture_output=True,
         )
         text = out.read_text()
-    match = re.search(r"^summary:\s+(\d+)", text, re.M) or re.search(r"^totals:\s+(\d+)", text, re.M)
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
     if match is None:
         raise RuntimeError("no callgrind summary")
     return int(match.group(1))
@@ -218,9 +218,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--pairs", type=int, default=7)
-    parser.add_argument("-o", "--output", default=str(ROOT / "benchmarks" / "results" / "cost.json"))
+    default_output = str(ROOT / "benchmarks" / "results" / "cost.json")
+    parser.add_argument("-o", "--output", default=default_output)
     options = parser.parse_args()
-    wanted = set(options.only or ["instructions", "contention", "kept-alive", "seed", "first-warning"])
+    everything = ["instructions", "contention", "kept-alive", "seed", "first-warning"]
+    wanted = set(options.only or everything)
     results: dict[str, object] = {"python": sys.version.split()[0], "started": time.time()}
     if "instructions" in wanted:
         results["instructions"] = bench_instructions()
