@@ -171,7 +171,7 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
     assert len(suspects) == 1
     (suspect_span,) = suspects
     assert suspect_span["attributes"]["code.line.number"] == line
-    assert suspect_span["attributes"]["leakagent.created"] == 51
+    assert suspect_span["attributes"]["leakagent.created"] == 41  # default threshold 40
     assert suspect_span["parent_span_id"] == PARENT_ID  # it happened inside the request
     assert [e["name"] for e in suspect_span["events"]] == ["leakagent.suspect"]
     assert len({s["span_id"] for s in spans}) == len(spans)  # each span once

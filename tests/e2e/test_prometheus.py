@@ -205,7 +205,7 @@ def test_prometheus_scrapes_and_every_dashboard_query_has_data(
     )
     limit = _wait_for_data(prometheus, "leakagent_memory_limit_bytes")
     assert float(limit[0]["value"][1]) == MEMORY_LIMIT
-    # The suspect appears after 51 creations, and rate() needs a few scrapes.
+    # The suspect appears after 41 creations, and rate() needs a few scrapes.
     assert _wait_for_data(prometheus, "leakagent_suspects == 1")
 
     queries = dashboard_queries()

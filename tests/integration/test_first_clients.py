@@ -90,7 +90,9 @@ def test_client_per_call_is_a_suspect_at_the_users_line(kind: str, tmp_path: Pat
     assert site["function"] == "make" and site["created"] == 200
     # nested constructions (a Session's urllib3 pools, boto3's endpoint) count once
     assert {s["kind"] for s in report["suspects"]} == {kind}
-    assert f"{kind} created 21 times on thread" in result.stderr
+    # 20 beyond one per thread alive at a time (4 pool threads): flagged by the 24th at most
+    assert f"leakagent: {kind} created " in result.stderr
+    assert site["flagged_after"]["created"] <= 20 + site["concurrency"]
     for secret in ("s3cr3t-canary", "AKIDCANARY", "canary-secret"):
         assert secret not in result.stderr and secret not in report_path.read_text()
 

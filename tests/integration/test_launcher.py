@@ -96,7 +96,7 @@ def test_exit_code_stdout_and_pid_are_the_programs_own(tmp_path: Path) -> None:
     assert proc.returncode == 3
     lines = out.splitlines()
     assert lines[0] == "out" and int(lines[1]) == proc.pid  # exec kept the pid
-    assert "err\n" in err and "threading.local created 51 times" in err
+    assert "err\n" in err and "threading.local created 41 times" in err
 
 
 def test_unhandled_exception_behaves_as_without_agent(tmp_path: Path) -> None:

@@ -51,10 +51,11 @@ LEAKY = """
             make_local()
 
 
-    def test_spread_over_threads():
-        # 40 creations in all, but 4 per thread: under the threshold of one thread.
+    def test_one_per_thread():
+        # 10 creations, one per thread alive at the same time: a per-thread cache.
+        together = threading.Barrier(10)
         threads = [
-            threading.Thread(target=lambda: [make_local() for _ in range(4)]) for _ in range(10)
+            threading.Thread(target=lambda: (make_local(), together.wait())) for _ in range(10)
         ]
         for thread in threads:
             thread.start()
@@ -103,9 +104,9 @@ def test_leaking_test_fails_with_the_report_message(pytester: pytest.Pytester) -
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*leakagent: fails a test above 5 creations*(tracking: in-process)*",
+            "*leakagent: fails a test at 5 creations*(tracking: in-process)*",
             "*_ test_leaky _*",
-            "leakagent: 1 call site created the same kind more than 5 times on one thread "
+            "leakagent: 1 call site created the same kind 5 or more times beyond one per thread "
             "during this test:",
             f"  threading.local created 20 times on thread MainThread at test_leaky_mod.py:{SITE} "
             "in make_local (churn) — a threading.local() created on every call caches "
@@ -148,7 +149,54 @@ def test_default_threshold_comes_from_the_agent_setting(pytester: pytest.Pyteste
     pytester._monkeypatch.setenv("LEAKAGENT_THRESHOLD", "15")
     result = pytester.runpytest_subprocess("--leakagent")
     result.assert_outcomes(passed=5, failed=1)
-    result.stdout.fnmatch_lines(["*fails a test above 15 creations*"])
+    result.stdout.fnmatch_lines(["*fails a test at 15 creations*"])
+
+
+DEFAULTS = """
+    import threading
+
+    import requests
+
+
+    def session():
+        return requests.Session()  # SESSION SITE
+
+
+    def test_twenty_sessions():
+        for _ in range(20):
+            session().close()
+
+
+    def test_spread_over_threads():
+        # 40 in all, 4 per thread on 10 threads: the same bug spread over a pool
+        threads = [
+            threading.Thread(target=lambda: [session().close() for _ in range(4)])
+            for _ in range(10)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+    def test_a_few_sessions():
+        for _ in range(5):  # one per region: a small fixed set
+            session().close()
+"""
+
+
+def test_default_fails_a_twenty_repetition_test(pytester: pytest.Pytester) -> None:
+    _env(pytester)
+    pytester.makepyfile(test_defaults_mod=textwrap.dedent(DEFAULTS))
+    result = pytester.runpytest_subprocess("--leakagent")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*fails a test at 9 creations*",
+            "FAILED test_defaults_mod.py::test_twenty_sessions - *leakagent*",
+            "FAILED test_defaults_mod.py::test_spread_over_threads - *leakagent*",
+        ]
+    )
 
 
 def test_a_real_client_per_call_fails(pytester: pytest.Pytester) -> None:
@@ -174,7 +222,7 @@ def test_with_xdist(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=5, failed=2)
     result.stdout.fnmatch_lines_random(
         [
-            "*fails a test above 5 creations*(tracking: xdist workers)*",
+            "*fails a test at 5 creations*(tracking: xdist workers)*",
             "2 suspect call sites in 2 tests:",
             "test_leaky_mod.py::test_leaky (failed)",
             "test_requests_mod.py::test_session_per_call (failed)",

@@ -35,9 +35,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LEAKAGENT_ENABLED", "1", "0/false/no/off loads nothing at all."),
     Setting(
         "LEAKAGENT_THRESHOLD",
-        "50",
-        "A call site becomes a suspect when one thread has created more than this many "
-        "instances of one kind there.",
+        "40",
+        "A call site becomes a suspect once it has created this many instances of one kind "
+        "beyond one per thread alive at a time (a one-thread program: more than this many), "
+        "or keeps this many more alive (retention).",
+    ),
+    Setting(
+        "LEAKAGENT_REFRESH_SECONDS",
+        "60",
+        "Creations beyond one per thread leak away at one per this many seconds, so a client "
+        "rebuilt periodically (fresh credentials) never becomes a suspect; 0: never leak.",
     ),
     Setting(
         "LEAKAGENT_REPORT",
@@ -156,7 +163,7 @@ class Config:
         self,
         *,
         enabled: bool = True,
-        threshold: int = 50,
+        threshold: int = 40,
         report_path: Optional[str] = None,
         report_interval: float = 5.0,
         summary: str = "auto",
@@ -177,6 +184,7 @@ class Config:
         targets: tuple[str, ...] = (),
         disabled_targets: tuple[str, ...] = (),
         show_internal: bool = False,
+        refresh_seconds: float = 60.0,
     ) -> None:
         self.enabled = enabled
         self.threshold = threshold
@@ -204,6 +212,9 @@ class Config:
         """Catalog names not to patch; ``("*",)`` for all."""
         self.show_internal = show_internal
         """List stdlib and agent-internal sites that are not suspects (``--all``)."""
+        self.refresh_seconds = refresh_seconds
+        """A site may make one more instance every this many seconds without filling its
+        bucket (a client rebuilt for fresh credentials); 0: no leak."""
 
 
 class _Reader:
@@ -310,6 +321,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         targets=tuple(spec.text for spec in specs),
         disabled_targets=disabled,
         show_internal=reader.flag("LEAKAGENT_SHOW_INTERNAL"),
+        refresh_seconds=reader.number("LEAKAGENT_REFRESH_SECONDS", float, 0.0),
     )
 
 

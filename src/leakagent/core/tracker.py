@@ -2,21 +2,35 @@
 
 Imports neither wrapt nor OpenTelemetry, and nothing heavy: it is on the start-up path.
 
-* Counts are exact: every update happens under one plain lock. Not an RLock: eventlet's
-  ``monkey_patch()`` turns every existing RLock into a green one, which hangs when a real
-  thread (the report writer) takes it. The SIGTERM handler, which may interrupt the main
-  thread inside the lock, checks it first (``lifecycle.Reporter``).
-* Live instances are watched with weak references, never strong ones. A weakref callback
-  runs on whatever thread frees the object (or runs the garbage collector), possibly while
-  that thread holds the lock, and possibly inside a deallocator: the callback is the C
-  method ``deque.append`` (no Python code runs, no lock is taken), and the deque is drained
-  under the lock. A Python callback crashed CPython 3.11 inside ``_thread._local``'s
-  deallocator, which walks the thread states while other threads may run (seen here with the
-  seed's attempted fix, 6 runs in 8).
-* Threads are told apart by a serial number, not by ``threading.get_ident()``, which the
-  system reuses: a pool that starts a new thread per task must not look like one thread.
+* **The rule** (``docs/design.md``, "Detection"): correct code keeps about one instance per
+  thread alive at a time (a per-thread cache), one in all (shared) or a small fixed set; the
+  bug makes one per call without end. A site's *concurrency* is the most threads alive at
+  the same time that created there; every creation that does not raise it is *excess*. The
+  excess fills a bucket that leaks one creation per ``refresh_seconds`` (a client rebuilt
+  for fresh credentials never fills it); a site is a suspect when the bucket holds
+  ``threshold`` creations, or when the instances alive exceed the concurrency by
+  ``threshold`` (retention, however slow the creations).
+* **Lock-free hot path.** Each thread counts in its own cell per site (only that thread
+  writes it). The shared lock is taken on a thread's first creation at a site and when a
+  cell has made its allowance of creations since it last reported: before a verdict the
+  allowances add up to less than what is left to reach the threshold, so the suspect is
+  found at the same creation as with a lock on every call; afterwards they double (a few
+  lock operations per thread and site). Readers sum the cells under the lock: counts stay
+  exact. Not an RLock: eventlet's ``monkey_patch()`` turns existing RLocks green, which
+  hangs a real thread (the report writer). The SIGTERM handler checks the lock first.
+* **Live instances** are watched with weak references kept in a set per site, whose
+  callback is that set's C method ``discard``: a freed instance leaves the set by itself, no
+  Python code runs in a deallocator (a Python callback crashed CPython 3.11 inside
+  ``_thread._local``'s deallocator), nothing is queued, and ``len(set)`` is the live count.
+  The references hash and compare by their own identity, never calling the instance's
+  ``__hash__``/``__eq__``. Exact up to ``SAMPLE_FROM`` live instances per site; past that,
+  a new set at twice the stride is opened (one instance in ``stride`` watched, standing for
+  the ones skipped): at most ``SAMPLE_FROM`` references per doubling, so 1M kept alive cost
+  ~11k references whatever the count. Verdicts are decided at ``threshold`` plus the
+  concurrency, far below ``SAMPLE_FROM``, where ``live`` is exact.
+* Threads are told apart by a serial number, not by ``threading.get_ident()`` (reused).
+  An ended thread's cells are folded into the site (bounded memory under thread churn).
 * Memory is bounded: at most ``max_sites`` sites (then one overflow site per kind), at most
-  ``THREADS_PER_SITE`` per-thread counters per site (dead threads are dropped first), at most
   ``max_live_refs`` weak references (then ``live`` is a lower bound).
 """
 
@@ -31,18 +45,24 @@ from _weakref import ref
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, Optional, Union
 
-    Checkpoint = dict[tuple[str, str, int, str], tuple[int, int, dict[int, int]]]
+    Site = Union[tuple[str, int, str], tuple[str, int, str, str, Optional[str]]]
+    """A call site: (file, line, function), or with its origin and the library frame it came
+    through: (file, line, function, origin, via)."""
 
-THREADS_PER_SITE = 128
-PRUNE_FROM = 8  # a site with this many thread counters drops those of ended threads
+    Key = tuple[str, str, int, str]
+    Checkpoint = dict[Key, tuple[int, int, dict[int, int], int]]
+
+THREADS_PER_SITE = 128  # per-thread counters listed per site in reports (top threads)
 MAX_NAMES = 4096  # thread names kept for reports (names of ended threads go first)
 OVERFLOW_FILE = "<other call sites>"
 LOCAL_KIND = "threading.local"
-
-Site = tuple[str, int, str]
-"""A call site: (file path, line number, function qualname)."""
+SAMPLE_FROM = 1024  # live instances watched one by one per site before sampling
+MAX_ALLOWANCE = 1 << 16  # lock-free creations per cell between two reports, at most
+REFRESH_SECONDS = 60.0
+MAX_STRIDE = 1 << 24
+STRIDE_OF_SUSPECTS = 16  # once flagged, one instance in 16 is watched (live: an estimate)
 
 CONSTRUCTION_DEPTH: ContextVar[int] = ContextVar("leakagent_construction_depth", default=0)
 """How many counted client constructions are running in this context. Anything created inside
@@ -51,92 +71,191 @@ not counted again."""
 
 CHURN = "churn"
 RETENTION = "retention"
+PER_CALL = "per_call"
+THREAD_CHURN = "thread_churn"
+QUIET_ORIGINS = ("stdlib", "agent")
+
+
+class _Cell:
+    """One thread's counters at one site: written lock-free by that thread only."""
+
+    __slots__ = ("count", "flushed", "limit", "serial", "skip", "stats", "untracked")
+
+    def __init__(self, stats: SiteStats, serial: int) -> None:
+        self.stats = stats
+        self.serial = serial
+        self.count = 0
+        self.flushed = 0  # count when last reported under the lock
+        self.untracked = 0
+        self.skip = 0  # creations skipped by sampling since the last watched one
+        self.limit = 0  # the lock is taken again when ``count`` reaches it
 
 
 class SiteStats:
-    """Mutable counters of one (kind, call site). Read through :meth:`Tracker.snapshot`."""
+    """Counters of one (kind, call site); the per-thread ones live in its cells."""
 
     __slots__ = (
+        "alive_creators",
         "base",
-        "created",
+        "cells",
+        "concurrency",
+        "dead_created",
+        "dead_max",
+        "dead_max_thread",
+        "dead_untracked",
+        "debt",
+        "debt_time",
+        "discard",
+        "exempt",
         "file",
         "first_seen",
-        "freed",
+        "flagged_after",
         "function",
         "kind",
         "last_seen",
+        "levels",
         "line",
         "live_peak",
-        "max_per_thread",
-        "max_thread",
-        "per_thread",
-        "pruned_at",
+        "origin",
+        "stride",
         "suspect",
         "suspect_since",
         "threads",
-        "untracked",
         "verdict",
+        "via",
         "warned_retention",
+        "watch_cap",
+        "watches",
     )
 
     def __init__(self, kind: str, site: Site, base: Optional[str], now: float) -> None:
         self.kind = kind
         self.base = base
-        self.file, self.line, self.function = site
-        self.created = 0
-        self.freed = 0
-        self.untracked = 0  # created but not watched (no weakref support, or cap reached)
-        self.per_thread: dict[int, int] = {}
-        self.pruned_at = 0  # the tracker's count of ended threads when last pruned
+        self.file, self.line, self.function = site[0], site[1], site[2]
+        self.origin: str = site[3] if len(site) > 3 else "user"
+        self.via: Optional[str] = site[4] if len(site) > 4 else None
+        is_local = kind == LOCAL_KIND or base == LOCAL_KIND
+        # Not findings: the standard library's and the agent's own sites, the overflow site,
+        # and a threading.local a library object keeps per instance (its owner is what to
+        # look at, not the local).
+        self.exempt = (
+            self.origin in QUIET_ORIGINS
+            or self.file == OVERFLOW_FILE
+            or (is_local and (self.via is not None or self.origin == "library"))
+        )
+        self.cells: dict[_Cell, None] = {}
+        self.alive_creators = 0
+        self.concurrency = 0  # most creating threads alive at the same time
         self.threads = 0
-        self.max_per_thread = 0
-        self.max_thread = ""
+        self.dead_created = 0
+        self.dead_untracked = 0
+        self.dead_max = 0
+        self.dead_max_thread = ""
+        self.watches: set[_Watch] = set()  # the current level: one watched per ``stride``
+        self.discard = self.watches.discard  # the weakref callback (C)
+        self.watch_cap = SAMPLE_FROM
+        self.levels: list[tuple[int, set[_Watch]]] = [(1, self.watches)]
+        self.debt = 0.0  # excess creations not yet leaked away
+        self.debt_time = now
+        self.stride = 1
         self.live_peak = 0
         self.first_seen = now
         self.last_seen = now
         self.suspect = False
         self.suspect_since = 0.0
+        self.flagged_after: Optional[dict[str, float]] = None
         self.verdict: Optional[str] = None
         self.warned_retention = False
 
     @property
+    def created(self) -> int:
+        return self.dead_created + sum(cell.count for cell in self.cells)
+
+    @property
+    def untracked(self) -> int:
+        return self.dead_untracked + sum(cell.untracked for cell in self.cells)
+
+    @property
     def live(self) -> int:
-        """Watched instances not yet freed (a lower bound when ``untracked`` > 0)."""
-        return self.created - self.untracked - self.freed
+        """Watched instances not yet freed (a lower bound when ``untracked`` > 0; an
+        estimate once sampled: each reference of a level stands for ``stride`` instances, the
+        ones skipped since the last watched one are not counted)."""
+        return sum(stride * len(watches) for stride, watches in self.levels)
+
+    @property
+    def watched(self) -> int:
+        return sum(len(watches) for _, watches in self.levels)
+
+    @property
+    def per_thread(self) -> dict[int, int]:
+        return {cell.serial: cell.count for cell in self.cells}
+
+    def max_thread(self, names: dict[int, str]) -> tuple[int, str]:
+        best, name = self.dead_max, self.dead_max_thread
+        for cell in self.cells:
+            if cell.count > best:
+                best, name = cell.count, names.get(cell.serial, "?")
+        return best, name
+
+    def cause(self, created: int) -> str:
+        """thread_churn when the excess comes mostly from new threads, not repeated calls."""
+        repeats = created - self.threads
+        new_threads = self.threads - self.concurrency
+        return THREAD_CHURN if new_threads > repeats else PER_CALL
 
     def as_dict(self, names: Optional[dict[int, str]] = None) -> dict[str, Any]:
         """A plain copy, safe to hand to other threads (``names``: thread serial -> name)."""
         names = names or {}
-        top = sorted(self.per_thread.items(), key=lambda item: -item[1])[:10]
+        created = self.created
+        untracked = self.untracked
+        most, most_thread = self.max_thread(names)
+        top = sorted(((cell.count, cell.serial) for cell in self.cells), reverse=True)[:10]
         return {
             "kind": self.kind,
             "base": self.base,
             "file": self.file,
             "line": self.line,
             "function": self.function,
-            "created": self.created,
+            "origin": self.origin,
+            "via": self.via,
+            "created": created,
             "threads": self.threads,
-            "max_per_thread": self.max_per_thread,
-            "max_thread": self.max_thread,
+            "concurrency": self.concurrency,
+            "excess": max(created - self.concurrency, 0),
+            "cause": self.cause(created),
+            "max_per_thread": most,
+            "max_thread": most_thread,
             "live": self.live,
-            "live_exact": self.untracked == 0,
+            "live_exact": untracked == 0 and self.stride == 1,
             "live_peak": self.live_peak,
             "suspect": self.suspect,
             "verdict": self.verdict,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "suspect_since": self.suspect_since or None,
+            "flagged_after": dict(self.flagged_after) if self.flagged_after else None,
             "top_threads": [
-                {"thread": names.get(serial, "?"), "created": count} for serial, count in top
+                {"thread": names.get(serial, "?"), "created": count} for count, serial in top
             ],
         }
 
 
-class _Watch(ref):  # type: ignore[type-arg]
-    """A weak reference that remembers which site its object was counted at."""
+def _new_level(stats: SiteStats, stride: int) -> None:
+    """Watch one instance in ``stride`` from now on, in a set of its own (under the lock)."""
+    stats.stride = stride
+    stats.watches = set()
+    stats.discard = stats.watches.discard
+    stats.levels.append((stride, stats.watches))
 
-    __slots__ = ("site",)
-    site: SiteStats
+
+class _Watch(ref):  # type: ignore[type-arg]
+    """A weak reference hashed and compared by its own identity (in C): putting it in a set
+    never runs the instance's ``__hash__``/``__eq__``, and works for unhashable ones."""
+
+    __slots__ = ()
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
 
 
 class _ThreadToken:
@@ -178,165 +297,318 @@ class Tracker:
 
     def __init__(
         self,
-        threshold: int = 50,
+        threshold: int = 40,
         max_sites: int = 10_000,
         max_live_refs: int = 200_000,
         on_suspect: Optional[Callable[[dict[str, Any], str], None]] = None,
+        refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
         self.threshold = threshold
         self.max_sites = max_sites
         self.max_live_refs = max_live_refs
+        self.refresh_seconds = refresh_seconds
         self.on_suspect = on_suspect
         """Called (outside the lock) with a site copy and the event: 'suspect' or 'retention'."""
         self.started = time.time()
         self._reset_state()
 
     def _reset_state(self) -> None:
-        # A plain lock, not an RLock: eventlet's monkey_patch() turns every existing RLock
-        # into a green one, which then hangs when a real thread (the report writer) uses it.
         self._lock = _thread.allocate_lock()
-        self._sites: dict[tuple[str, str, int, str], SiteStats] = {}
-        self._refs: dict[int, _Watch] = {}
-        self._freed: deque[_Watch] = deque()  # dead references, queued by the callback
-        self._on_free = self._freed.append  # the weakref callback: C code, no lock
+        self._sites: dict[Key, SiteStats] = {}
+        self._made = 0  # references made (racy count): when to count the live ones again
+        self._recount_at = 4096
+        self._capped = False  # max_live_refs reached: new instances are not watched
         self._tls = _thread._local()
         self._serials = itertools.count(1)
         self._alive: dict[int, _ThreadEnd] = {}  # thread serial -> reference to its token
+        self._thread_cells: dict[int, dict[tuple[str, Site], _Cell]] = {}
         self._ended: deque[_ThreadEnd] = deque()  # threads that ended since the last drain
         self._on_thread_end = self._ended.append
-        self._ended_count = 0
         self._names: dict[int, str] = {}  # thread serial -> name (bounded: MAX_NAMES)
         self.overflowed = 0
-        self.total_created = 0
-        self.generation = 0  # bumped by every change, so writers can skip unchanged reports
+        self._generation = 0  # bumped by changes under the lock
 
     def reset_after_fork(self) -> None:
         """A forked child starts with its own, empty counts and a fresh lock."""
         self._reset_state()
         self.started = time.time()
 
-    # -- the hot path ---------------------------------------------------------------------
+    @property
+    def generation(self) -> tuple[int, int, int]:
+        """Changes when anything a report shows may have changed (writers skip unchanged
+        reports). O(sites + cells): read by the periodic writer, never on the hot path."""
+        with self._lock:
+            created = live = 0
+            for stats in self._sites.values():
+                created += stats.created
+                live += stats.live
+            return (self._generation, created, live)
 
-    def _token(self) -> _ThreadToken:
-        """This thread's token, made on its first creation."""
-        try:
-            return self._tls.token  # type: ignore[no-any-return]
-        except AttributeError:
-            serial = next(self._serials)
-            token = _ThreadToken(serial, _thread_name())
-            end = _ThreadEnd(token, self._on_thread_end)
-            end.serial = serial
-            self._alive[serial] = end
-            self._names[serial] = token.name
-            self._tls.token = token
-            return token
+    @property
+    def total_created(self) -> int:
+        with self._lock:
+            return sum(stats.created for stats in self._sites.values())
+
+    # -- the hot path (no lock) -----------------------------------------------------------
 
     def record(self, kind: str, site: Site, obj: object, base: Optional[str] = None) -> None:
         """Count one new instance of ``kind`` created at ``site`` on the current thread."""
         try:
-            token = self._tls.token
+            cells = self._tls.cells
         except AttributeError:
-            token = self._token()
-        serial = token.serial
-        now = time.time()
-        event = None
+            cells = self._new_thread()
+        cell = cells.get((kind, site))
+        if cell is None or cell.count >= cell.limit:
+            self._record_locked(kind, site, obj, base, cell, cells)
+            return
+        cell.count += 1
+        stats = cell.stats
+        if stats.stride != 1:
+            cell.skip += 1
+            if cell.skip < stats.stride:
+                return  # the next watched one stands for it
+        else:
+            cell.skip = 1
+        watches = stats.watches
+        if len(watches) < stats.watch_cap and not self._capped:
+            try:
+                watches.add(_Watch(obj, stats.discard))
+            except TypeError:  # the type does not support weak references
+                cell.untracked += cell.skip
+            cell.skip = 0
+        elif self._capped:  # max_live_refs reached: not watched (live: a lower bound)
+            cell.untracked += cell.skip
+            cell.skip = 0
+        else:
+            self._crowded(cell, obj)
+            return
+        self._made += 1
+        if self._made >= self._recount_at:
+            self._recount()
+
+    def _watch_locked(self, cell: _Cell, obj: object) -> None:
+        """The watching part of :meth:`record`, under the lock."""
+        cell.skip += 1
+        stats = cell.stats
+        if cell.skip < stats.stride:
+            return
+        watches = stats.watches
+        if len(watches) < stats.watch_cap and not self._capped:
+            try:
+                watches.add(_Watch(obj, stats.discard))
+            except TypeError:
+                cell.untracked += cell.skip
+            cell.skip = 0
+        else:
+            self._open_level(cell, obj)
+        self._made += 1
+
+    def _crowded(self, cell: _Cell, obj: object) -> None:
         with self._lock:
-            if self._freed or self._ended:
-                self._drain()
-            key = (kind, site[0], site[1], site[2])
-            stats = self._sites.get(key)
-            if stats is None:
-                stats = self._new_site(kind, site, base, now)
-            stats.created += 1
-            stats.last_seen = now
-            self.total_created += 1
-            self.generation += 1
-            per_thread = stats.per_thread
-            count = per_thread.get(serial)
-            if count is None:
-                if len(per_thread) >= PRUNE_FROM and stats.pruned_at != self._ended_count:
-                    self._forget_ended_threads(stats)
-                if len(per_thread) >= THREADS_PER_SITE:
-                    self._make_room(stats)
-                stats.threads += 1
-                count = 1
-            else:
-                count += 1
-            per_thread[serial] = count
-            if count > stats.max_per_thread:
-                stats.max_per_thread = count
-                stats.max_thread = token.name
-            refs = self._refs
-            if len(refs) < self.max_live_refs:
-                try:
-                    watch = _Watch(obj, self._on_free)
-                except TypeError:  # the type does not support weak references
-                    stats.untracked += 1
-                else:
-                    watch.site = stats
-                    refs[id(watch)] = watch
-            else:
-                stats.untracked += 1
-            live = stats.created - stats.untracked - stats.freed
-            if live > stats.live_peak:
-                stats.live_peak = live
-            if not stats.suspect:
-                if count > self.threshold:
-                    stats.suspect = True
-                    stats.suspect_since = now
-                    stats.verdict = self._verdict(stats)
-                    stats.warned_retention = stats.verdict == RETENTION
-                    event = ("suspect", stats.as_dict(self._names))
-            elif not stats.warned_retention and self._verdict(stats) == RETENTION:
-                stats.verdict = RETENTION
-                stats.warned_retention = True
-                event = ("retention", stats.as_dict(self._names))
-        if event is not None and self.on_suspect is not None:
-            self.on_suspect(event[1], event[0])
+            self._open_level(cell, obj)
+
+    def _open_level(self, cell: _Cell, obj: object) -> None:
+        """The site's current set is full: watch one in twice as many, or stop (the cap)."""
+        stats = cell.stats
+        self._count_watched()
+        weight, cell.skip = cell.skip, 0
+        if self._capped or stats.stride >= MAX_STRIDE:
+            cell.untracked += weight
+            return
+        if len(stats.watches) >= stats.watch_cap:
+            _new_level(stats, stats.stride * 2)
+        try:
+            stats.watches.add(_Watch(obj, stats.discard))
+        except TypeError:
+            cell.untracked += weight
+
+    def _recount(self) -> None:
+        with self._lock:
+            self._count_watched()
+
+    def _count_watched(self) -> int:
+        """Count the live references (under the lock; O(sites)) and set the cap flag."""
+        total = sum(stats.watched for stats in self._sites.values())
+        self._capped = total >= self.max_live_refs
+        self._recount_at = self._made + max((self.max_live_refs - total) // 2, 1024)
+        return total
+
+    def _new_thread(self) -> dict[tuple[str, Site], _Cell]:
+        """This thread's cells, made on its first creation."""
+        with self._lock:
+            serial = next(self._serials)
+            token = _ThreadToken(serial, _thread_name())
+            end = _ThreadEnd(token, self._on_thread_end)
+            end.serial = serial
+            cells: dict[tuple[str, Site], _Cell] = {}
+            self._alive[serial] = end
+            self._names[serial] = token.name
+            self._thread_cells[serial] = cells
+        self._tls.token = token
+        self._tls.cells = cells
+        return cells
 
     # -- under the lock -------------------------------------------------------------------
 
-    def _drain(self) -> None:
-        ended = self._ended
-        while ended:
-            serial = ended.popleft().serial
-            self._alive.pop(serial, None)
-            self._ended_count += 1
-            self._names[serial] = self._names.pop(serial, "?")  # move to the newest end
-        if len(self._names) > MAX_NAMES:
-            self._forget_names()
-        freed = self._freed
-        refs = self._refs
-        while freed:
-            watch = freed.popleft()
-            refs.pop(id(watch), None)
-            watch.site.freed += 1
-        self.generation += 1
+    def _record_locked(
+        self,
+        kind: str,
+        site: Site,
+        obj: object,
+        base: Optional[str],
+        cell: Optional[_Cell],
+        cells: dict[tuple[str, Site], _Cell],
+    ) -> None:
+        now = time.time()
+        event = None
+        with self._lock:
+            if self._ended:
+                self._drain()
+            first = cell is None
+            if cell is None:
+                cell = self._new_cell(kind, site, base, cells, now)
+            cell.count += 1
+            self._generation += 1
+            self._watch_locked(cell, obj)
+            event = self._report(cell, first, now)
+        if event is not None and self.on_suspect is not None:
+            self.on_suspect(event[1], event[0])
+
+    def _new_cell(
+        self,
+        kind: str,
+        site: Site,
+        base: Optional[str],
+        cells: dict[tuple[str, Site], _Cell],
+        now: float,
+    ) -> _Cell:
+        key = (kind, site[0], site[1], site[2])
+        stats = self._sites.get(key)
+        if stats is None:
+            stats = self._new_site(kind, site, base, now)
+        serial = self._tls.token.serial
+        for existing in stats.cells:  # the overflow site, or a second key for one site
+            if existing.serial == serial:
+                cells[(kind, site)] = existing
+                return existing
+        cell = _Cell(stats, serial)
+        stats.cells[cell] = None
+        stats.threads += 1
+        stats.alive_creators += 1
+        cells[(kind, site)] = cell
+        return cell
 
     def _new_site(self, kind: str, site: Site, base: Optional[str], now: float) -> SiteStats:
         if len(self._sites) >= self.max_sites:
             self.overflowed += 1
             site = (OVERFLOW_FILE, 0, "")
-            stats = self._sites.get((kind, site[0], site[1], site[2]))
+            stats = self._sites.get((kind, OVERFLOW_FILE, 0, ""))
             if stats is not None:
                 return stats
         stats = SiteStats(kind, site, base, now)
-        self._sites[(kind, site[0], site[1], site[2])] = stats
+        stats.watch_cap = min(SAMPLE_FROM, self.max_live_refs)
+        self._sites[(kind, stats.file, stats.line, stats.function)] = stats
         return stats
 
-    def _forget_ended_threads(self, stats: SiteStats) -> None:
-        """Drop the counters of ended threads (``max_per_thread`` keeps its value)."""
-        per_thread = stats.per_thread
-        alive = self._alive
-        for serial in [s for s in per_thread if s not in alive]:
-            del per_thread[serial]
-        stats.pruned_at = self._ended_count
+    def _leak(self, stats: SiteStats, excess: int, now: float) -> None:
+        """Add ``excess`` creations to the bucket, less what leaked since the last report.
 
-    def _make_room(self, stats: SiteStats) -> None:
-        per_thread = stats.per_thread
-        self._forget_ended_threads(stats)
-        while len(per_thread) >= THREADS_PER_SITE:
-            del per_thread[min(per_thread, key=per_thread.__getitem__)]
+        The creations a cell made lock-free are taken as spread over that time (a rebuild
+        every minute reported in one go leaks as it would one by one); a cell reports at
+        least every ``threshold // 4`` creations before a verdict, so an idle hour forgives
+        at most that much of a burst.
+        """
+        debt = stats.debt + excess
+        if self.refresh_seconds > 0:
+            debt -= (now - stats.debt_time) / self.refresh_seconds
+        stats.debt = max(debt, 0.0)
+        stats.debt_time = now
+
+    def _report(self, cell: _Cell, first: bool, now: float) -> Optional[tuple[str, dict[str, Any]]]:
+        """Fold the cell's new creations into its site's rule; a suspect event or None."""
+        stats = cell.stats
+        delta = cell.count - cell.flushed
+        cell.flushed = cell.count
+        stats.last_seen = now
+        excess = delta
+        if first and stats.alive_creators > stats.concurrency:
+            stats.concurrency = stats.alive_creators
+            excess -= 1
+        self._leak(stats, excess, now)
+        created = stats.created
+        live = stats.live
+        if live > stats.live_peak:
+            stats.live_peak = live
+        threshold = self.threshold
+        event = None
+        # sampled: ``live`` may be off by a stride; retention needs that much more
+        live_excess = live - stats.concurrency - (stats.stride - 1)
+        if stats.exempt:
+            pass
+        elif not stats.suspect:
+            # what the other threads made since they last reported counts too (read racily:
+            # only their own thread writes them)
+            cells = stats.cells
+            pending = sum(other.count - other.flushed for other in cells)
+            full = stats.debt + pending
+            # the bucket is full once less than one creation is missing (a fraction leaked
+            # since the last creation does not postpone the verdict)
+            if full > threshold - 1 or live_excess >= threshold:
+                stats.suspect = True
+                stats.suspect_since = now
+                stats.flagged_after = {
+                    "created": created,
+                    "seconds": round(now - stats.first_seen, 3),
+                }
+                stats.verdict = RETENTION if live_excess >= threshold else CHURN
+                stats.warned_retention = stats.verdict == RETENTION
+                event = ("suspect", stats.as_dict(self._names))
+                if stats.verdict == CHURN and stats.stride < STRIDE_OF_SUSPECTS:
+                    _new_level(stats, STRIDE_OF_SUSPECTS)  # the verdict is made: sample
+            else:  # before a verdict: the cells together may not make what is left
+                left = min(int(threshold - full), threshold - live_excess)
+                share = max(min((left - 1) // max(len(cells), 1), threshold // 4), 0)
+                for other in cells:
+                    other.limit = other.count + share
+                return None
+        elif not stats.warned_retention and live_excess >= threshold:
+            stats.verdict = RETENTION
+            stats.warned_retention = True
+            event = ("retention", stats.as_dict(self._names))
+        cell.limit = cell.count + min(max(cell.count, 1), MAX_ALLOWANCE)
+        return event
+
+    def _drain(self) -> None:
+        ended = self._ended
+        now = 0.0
+        while ended:
+            serial = ended.popleft().serial
+            self._alive.pop(serial, None)
+            self._names[serial] = self._names.pop(serial, "?")  # move to the newest end
+            cells = self._thread_cells.pop(serial, None)
+            if cells:
+                now = now or time.time()
+                for cell in set(cells.values()):
+                    self._fold(cell, now)
+        if len(self._names) > MAX_NAMES:
+            self._forget_names()
+        self._generation += 1
+
+    def _fold(self, cell: _Cell, now: float) -> None:
+        """An ended thread's cell: its counts move into the site."""
+        stats = cell.stats
+        if cell not in stats.cells:
+            return
+        delta = cell.count - cell.flushed
+        if delta:
+            self._leak(stats, delta, now)
+        del stats.cells[cell]
+        stats.alive_creators -= 1
+        stats.dead_created += cell.count
+        stats.dead_untracked += cell.untracked
+        if cell.count > stats.dead_max:
+            stats.dead_max = cell.count
+            stats.dead_max_thread = self._names.get(cell.serial, "?")
 
     def _forget_names(self) -> None:
         alive = self._alive
@@ -345,116 +617,64 @@ class Tracker:
             del self._names[serial]
 
     def _verdict(self, stats: SiteStats) -> str:
-        """Retention when more instances are alive than the threshold and the threads need."""
-        live = stats.live
-        return RETENTION if live > self.threshold and live > stats.threads else CHURN
+        """Retention when the instances alive pass the concurrency by the threshold."""
+        margin = stats.stride - 1  # sampled: ``live`` may be off by a stride
+        return RETENTION if stats.live - stats.concurrency - margin >= self.threshold else CHURN
+
+    def _check_unreported(self, stats: SiteStats) -> None:
+        """A reader's pass: creations not yet reported by their cells may make a suspect."""
+        if stats.suspect or stats.exempt:
+            return
+        pending = sum(cell.count - cell.flushed for cell in stats.cells)
+        live_excess = stats.live - stats.concurrency
+        if stats.debt + pending > self.threshold - 1 or live_excess >= self.threshold:
+            for cell in stats.cells:
+                cell.limit = 0  # the next creation on each thread reports
 
     # -- readers --------------------------------------------------------------------------
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Copies of every site, suspects first then by count; verdicts brought up to date."""
         with self._lock:
-            if self._freed or self._ended:
+            if self._ended:
                 self._drain()
             sites = []
             for stats in self._sites.values():
                 if stats.suspect:
                     stats.verdict = self._verdict(stats)
+                else:
+                    self._check_unreported(stats)
                 sites.append(stats.as_dict(self._names))
-        sites.sort(key=lambda s: (not s["suspect"], -s["max_per_thread"], -s["created"]))
+        sites.sort(key=lambda s: (not s["suspect"], -s["excess"], -s["created"]))
         return sites
 
     def totals(self) -> dict[str, int]:
         """Process-wide counts."""
         with self._lock:
-            if self._freed or self._ended:
+            if self._ended:
                 self._drain()
-            live = sum(s.live for s in self._sites.values())
+            created = live = 0
+            for stats in self._sites.values():
+                created += stats.created
+                live += stats.live
             return {
                 "sites": len(self._sites),
-                "created": self.total_created,
+                "created": created,
                 "live": live,
-                "watched": len(self._refs),
+                "watched": self._count_watched(),
                 "suspects": sum(1 for s in self._sites.values() if s.suspect),
                 "overflowed": self.overflowed,
                 "threads_alive": len(self._alive),
             }
 
-    # -- scoped readers (pytest plugin, memory watcher); never on the hot path -------------
-
-    def checkpoint(self) -> Checkpoint:
-        """The counts now, to compare with later (:meth:`since`). O(sites + thread counters)."""
-        with self._lock:
-            if self._freed or self._ended:
-                self._drain()
-            return {
-                key: (stats.created, stats.live, dict(stats.per_thread))
-                for key, stats in self._sites.items()
-            }
-
-    def since(self, checkpoint: Checkpoint, threshold: int) -> list[dict[str, Any]]:
-        """Sites where one thread created more than ``threshold`` instances since ``checkpoint``.
-
-        The copies carry the counts of the interval (``created``, ``threads``,
-        ``max_per_thread``, ``max_thread``, ``live`` grown) and a verdict computed from them.
-        """
-        found = []
-        with self._lock:
-            if self._freed or self._ended:
-                self._drain()
-            for key, stats in self._sites.items():
-                created0, live0, threads0 = checkpoint.get(key, (0, 0, {}))
-                if stats.created - created0 <= threshold:
-                    continue  # no thread can have crossed it
-                best, best_serial, threads = 0, 0, 0
-                for serial, count in stats.per_thread.items():
-                    delta = count - threads0.get(serial, 0)
-                    if delta > 0:
-                        threads += 1
-                        if delta > best:
-                            best, best_serial = delta, serial
-                if best <= threshold:
-                    continue
-                site = stats.as_dict(self._names)
-                live = max(stats.live - live0, 0)
-                site.update(
-                    created=stats.created - created0,
-                    threads=threads,
-                    max_per_thread=best,
-                    max_thread=self._names.get(best_serial, "?"),
-                    live=live,
-                    suspect=True,
-                    verdict=RETENTION if live > threshold and live > threads else CHURN,
-                    top_threads=[],
-                )
-                found.append(site)
-        found.sort(key=lambda s: -s["max_per_thread"])
-        return found
-
-    def live_counts(self) -> dict[tuple[str, str, int, str], tuple[int, int, bool, Optional[str]]]:
-        """(created, live, suspect, verdict) of every site, by key. O(sites), no copies of
-        per-thread counters."""
-        with self._lock:
-            if self._freed or self._ended:
-                self._drain()
-            return {
-                key: (s.created, s.live, s.suspect, s.verdict) for key, s in self._sites.items()
-            }
-
-    # -- sampling for the sizing of sites (outputs/sizing.py); never on the hot path --------
-
-    def sample_live(self, key: tuple[str, str, int, str], limit: int) -> list[object]:
-        """Up to ``limit`` live instances of the site ``key`` (kind, file, line, function).
-
-        Strong references handed to the caller, never kept here. O(watched instances): a
-        walk over the weak references, called for a few sites when a report is built.
-        """
+    def sample_live(self, key: Key, limit: int) -> list[object]:
+        """Up to ``limit`` live instances of a site (strong references for the caller only)."""
         with self._lock:
             stats = self._sites.get(key)
             if stats is None or limit <= 0:
                 return []
-            watches = [w for w in self._refs.values() if w.site is stats]
-        found = []
+            watches = [watch for _, level in stats.levels for watch in list(level)]
+        found: list[object] = []
         for watch in watches:
             obj = watch()
             if obj is not None:
@@ -462,3 +682,72 @@ class Tracker:
                 if len(found) >= limit:
                     break
         return found
+
+    # -- scoped readers (pytest plugin, memory watcher); never on the hot path -------------
+
+    def checkpoint(self) -> Checkpoint:
+        """The counts now, to compare with later (:meth:`since`). O(sites + thread counters)."""
+        with self._lock:
+            if self._ended:
+                self._drain()
+            return {
+                key: (stats.created, stats.live, stats.per_thread, stats.threads)
+                for key, stats in self._sites.items()
+            }
+
+    def since(self, checkpoint: Checkpoint, threshold: int) -> list[dict[str, Any]]:
+        """Sites whose creations since ``checkpoint`` pass the threads that made them by
+        ``threshold`` or more (on one thread: more than ``threshold`` creations).
+
+        The copies carry the counts of the interval (``created``, ``threads``,
+        ``max_per_thread``, ``max_thread``, ``live`` grown) and a verdict computed from them.
+        """
+        found = []
+        with self._lock:
+            if self._ended:
+                self._drain()
+            for key, stats in self._sites.items():
+                if stats.exempt:
+                    continue
+                created0, live0, threads0, total_threads0 = checkpoint.get(key, (0, 0, {}, 0))
+                created = stats.created - created0
+                if created <= threshold:
+                    continue  # cannot pass it
+                best, best_serial, active, new_alive = 0, 0, 0, 0
+                for cell in stats.cells:
+                    delta = cell.count - threads0.get(cell.serial, 0)
+                    if cell.serial not in threads0:
+                        new_alive += 1
+                    if delta > 0:
+                        active += 1
+                        if delta > best:
+                            best, best_serial = delta, cell.serial
+                ended_new = max(stats.threads - total_threads0 - new_alive, 0)
+                threads = active + ended_new
+                if created - threads < threshold:
+                    continue
+                site = stats.as_dict(self._names)
+                live = max(stats.live - live0, 0)
+                site.update(
+                    created=created,
+                    threads=threads,
+                    excess=created - threads,
+                    max_per_thread=best or stats.dead_max,
+                    max_thread=self._names.get(best_serial, "?") if best else stats.dead_max_thread,
+                    live=live,
+                    suspect=True,
+                    verdict=RETENTION if live - threads >= threshold else CHURN,
+                    top_threads=[],
+                )
+                found.append(site)
+        found.sort(key=lambda s: -s["excess"])
+        return found
+
+    def live_counts(self) -> dict[Key, tuple[int, int, bool, Optional[str]]]:
+        """(created, live, suspect, verdict) of every site, by key. O(sites + cells)."""
+        with self._lock:
+            if self._ended:
+                self._drain()
+            return {
+                key: (s.created, s.live, s.suspect, s.verdict) for key, s in self._sites.items()
+            }

@@ -2,9 +2,18 @@
 
 A raw caller is usually library code (``boto3/__init__.py``, ``requests/api.py``), a wrapt
 frame (with ``WRAPT_DISABLE_EXTENSIONS=1``) or the agent itself. Frames are skipped by file
-name, never by a fixed depth. Standard-library frames (``concurrent/futures``, ``functools``)
-are passed over too, unless nothing else is left on the stack or the creation happened while
-a standard-library module was being imported: then the first standard-library frame is used.
+name, never by a fixed depth:
+
+* the agent, wrapt and a target's own packages are passed over;
+* another installed library (``site-packages``) or the standard library that made the call
+  for the program (kombu building a ``redis.Redis``) is passed over too, and remembered as
+  ``via`` ("kombu/transport/redis.py:2062"), so the user's line is blamed;
+* with no user frame on the stack, or when the creation happened while a library or
+  standard-library module was being imported, the first such frame is the site, its
+  ``origin`` "library" or "stdlib" ("agent" when only agent frames are left).
+
+A site is ``(file, line, function)`` for the program's own line reached directly (the common
+case, no extra tuple fields), else ``(file, line, function, origin, via)``.
 """
 
 from __future__ import annotations
@@ -18,33 +27,80 @@ if TYPE_CHECKING:
 
     from leakagent.core.tracker import Site
 
-UNKNOWN: Site = ("<unknown>", 0, "<unknown>")
+UNKNOWN: Site = ("<unknown>", 0, "<unknown>", "agent", None)
 
 AGENT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # leakagent/
 _STDLIB = os.path.dirname(os.__file__) + os.sep
+_PACKAGES = "-packages" + os.sep  # site-packages, dist-packages
 
-_USER, _STDLIB_FRAME, _SKIP = 0, 1, 2
+_USER, _STDLIB_FRAME, _SKIP, _LIBRARY = 0, 1, 2, 3
+_getframe = sys._getframe
+_ORIGIN = {_STDLIB_FRAME: "stdlib", _LIBRARY: "library"}
 
 
 def _is_stdlib(filename: str) -> bool:
     if filename.startswith("<frozen"):
         return True
-    return filename.startswith(_STDLIB) and "-packages" not in filename
+    return filename.startswith(_STDLIB) and _PACKAGES not in filename
+
+
+def short_path(filename: str) -> str:
+    """A library file as users read it: below site-packages, or below the stdlib."""
+    if _PACKAGES in filename:
+        return filename.split(_PACKAGES, 1)[1]
+    if filename.startswith(_STDLIB):
+        return filename[len(_STDLIB) :]
+    return filename
 
 
 class SiteFinder:
     """Finds call sites, skipping the agent, wrapt and a target's own package directories."""
 
-    __slots__ = ("_kinds", "_skip")
+    __slots__ = ("_at", "_kinds", "_skip")
 
     def __init__(self, skip_prefixes: tuple[str, ...] = ()) -> None:
         self._skip = (AGENT_DIR, *skip_prefixes)
         self._kinds: dict[str, int] = {}
+        self._at: dict[tuple[int, int], tuple[object, Site]] = {}  # (id(code), offset) -> site
 
     def add_skip(self, *prefixes: str) -> None:
         """Also skip files under these directories (e.g. wrapt once it is imported)."""
         self._skip = (*self._skip, *prefixes)
         self._kinds.clear()
+        self._at.clear()
+
+    def find_fast(self, depth: int = 1) -> Site:
+        """:meth:`find` without ``constructing``, cheaper when the first frame past the
+        skipped ones is the program's own: its site is cached by (code, instruction offset),
+        so neither the line number nor the qualified name is computed again, and the same
+        tuple comes back (bounded cache)."""
+        try:
+            frame: FrameType | None = _getframe(depth + 1)
+        except ValueError:
+            return UNKNOWN
+        kinds = self._kinds
+        while frame is not None:
+            code = frame.f_code
+            kind = kinds.get(code.co_filename)
+            if kind is None:
+                kind = self._kind(code.co_filename)
+            if kind != _SKIP:
+                break
+            frame = frame.f_back
+        if frame is None:
+            return UNKNOWN
+        if kind != _USER:
+            return self.find(depth + 1)
+        # by id: hashing a code object hashes its bytecode and constants, every time; the
+        # entry keeps the code, so the id cannot be reused while it is cached
+        key = (id(code), frame.f_lasti)
+        entry = self._at.get(key)
+        if entry is not None and entry[0] is code:
+            return entry[1]
+        site = (code.co_filename, frame.f_lineno or 0, _qualname(code))
+        if len(self._at) < 20_000:
+            self._at[key] = (code, site)
+        return site
 
     def _kind(self, filename: str) -> int:
         kind = self._kinds.get(filename)
@@ -53,6 +109,8 @@ class SiteFinder:
                 kind = _SKIP
             elif _is_stdlib(filename):
                 kind = _STDLIB_FRAME
+            elif _PACKAGES in filename:
+                kind = _LIBRARY
             else:
                 kind = _USER
             if len(self._kinds) < 20_000:  # bounded cache
@@ -70,26 +128,31 @@ class SiteFinder:
             frame: FrameType | None = sys._getframe(depth + 1)
         except ValueError:
             return UNKNOWN
-        fallback: FrameType | None = None
+        via: FrameType | None = None
+        via_kind = _SKIP
         kinds = self._kinds
         while frame is not None:
             code = frame.f_code
             kind = kinds.get(code.co_filename)
             if kind is None:
                 kind = self._kind(code.co_filename)
-            if kind == _USER and (constructing is None or not _is_method_of(frame, constructing)):
-                return (code.co_filename, frame.f_lineno or 0, _qualname(code))
-            if kind == _STDLIB_FRAME:
-                if fallback is None:
-                    fallback = frame
+            if kind == _USER:
+                if constructing is None or not _is_method_of(frame, constructing):
+                    site = (code.co_filename, frame.f_lineno or 0, _qualname(code))
+                    if via is None:
+                        return site
+                    where = f"{short_path(via.f_code.co_filename)}:{via.f_lineno or 0}"
+                    return (*site, "user", where)
+            elif kind != _SKIP:
+                if via is None:
+                    via, via_kind = frame, kind
                 elif code.co_filename.startswith("<frozen importlib"):
-                    break  # created while a stdlib module was being imported: blame that
-
+                    break  # made while a module was being imported: blame that module
             frame = frame.f_back
-        if fallback is None:
+        if via is None:
             return UNKNOWN
-        code = fallback.f_code
-        return (code.co_filename, fallback.f_lineno or 0, _qualname(code))
+        code = via.f_code
+        return (code.co_filename, via.f_lineno or 0, _qualname(code), _ORIGIN[via_kind], None)
 
 
 def _is_method_of(frame: FrameType, obj: object) -> bool:

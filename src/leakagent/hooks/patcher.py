@@ -13,6 +13,7 @@ never looked at.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import wrapt
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any, Callable
 
-    from leakagent.core.tracker import Tracker
+    from leakagent.core.tracker import Site, Tracker
     from leakagent.hooks.catalog import Target
 
 PART = "client-hook"
@@ -50,12 +51,16 @@ if _version(getattr(wrapt, "__version__", "0")) < MIN_WRAPT:
 WRAPT_DIR = os.path.dirname(os.path.abspath(wrapt.__file__)) + os.sep
 
 _depth = CONSTRUCTION_DEPTH  # shared with the threading.local hook (nested: not counted)
+_off = guard._off  # the parts switched off (a set: looked up without a call)
+_clock = time.perf_counter_ns
 _applied: dict[str, tuple[Any, str, Any, bool]] = {}
 """target name -> (parent, attribute, original value, attribute was in parent.__dict__)."""
 
-listeners: list[Callable[[str, tuple[str, int, str], int, int], None]] = []
+listeners: list[Callable[[str, Site, int, int], None]] = []
 """Called after each counted construction with (kind, site, start_ns, end_ns); used by the
-telemetry layer for spans. Errors are contained like the hook's own."""
+telemetry layer for spans. ``site[:3]`` is (file, line, function); a site reached through
+a library has ``site[3]`` (origin) and ``site[4]`` (via). Errors are contained like the
+hook's own."""
 
 
 # -- call sites --------------------------------------------------------------------------
@@ -64,8 +69,10 @@ telemetry layer for spans. Errors are contained like the hook's own."""
 # session, aiobotocore's aiohttp session) is blamed on the program's line, not the library's.
 _finder = SiteFinder((WRAPT_DIR,))
 _missing: list[str] = []
-"""Packages named by patched targets but not imported yet (looked up again at each record)."""
+"""Packages named by patched targets but not imported yet (looked up again once more modules
+are imported: a package never imported costs one ``len(sys.modules)`` per creation)."""
 _named: set[str] = set()
+_modules_seen = -1  # len(sys.modules) when _missing was last looked up
 
 
 def _skip_packages(names: tuple[str, ...]) -> None:
@@ -77,6 +84,8 @@ def _skip_packages(names: tuple[str, ...]) -> None:
 
 
 def _resolve_packages() -> None:
+    global _modules_seen
+    _modules_seen = len(sys.modules)
     found = []
     for name in list(_missing):
         directory = package_dir(name)
@@ -123,7 +132,7 @@ class ConstructorHook:
 
     def __call__(self, wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         depth = _depth.get()
-        if depth or guard.is_off(PART):
+        if depth or PART in _off:
             return wrapped(*args, **kwargs)
         token = _depth.set(depth + 1)
         if not self.target.counts:  # e.g. Elasticsearch.options: nothing new inside
@@ -131,23 +140,28 @@ class ConstructorHook:
                 return wrapped(*args, **kwargs)
             finally:
                 _depth.reset(token)
-        start = time.perf_counter_ns()
+        timed = bool(listeners)  # the clock is read only for the spans' listeners
+        start = _clock() if timed else 0
         try:
             result = wrapped(*args, **kwargs)
         finally:
             _depth.reset(token)
-        end = time.perf_counter_ns()
+        end = _clock() if timed else 0
         try:
-            guard.fault_point(PART)
+            if guard.FAULTS:
+                guard.fault_point(PART)
             obj = instance if self.target.is_class else result
             kind, base = self._kind_of(obj)
-            if _missing:
+            if _missing and len(sys.modules) != _modules_seen:
                 _resolve_packages()
-            subclass = base is not None and self.target.is_class
-            site = self.finder.find(0, obj if subclass else None)
+            if base is not None and self.target.is_class:  # a program subclass
+                site = self.finder.find(0, obj)
+            else:
+                site = self.finder.find_fast(0)
             self.tracker.record(kind, site, obj, base)
-            for listener in listeners:
-                listener(kind, site, start, end)
+            if timed:
+                for listener in listeners:
+                    listener(kind, site, start, end)
         except Exception as exc:
             guard.failed(PART, exc)
         return result

@@ -52,7 +52,8 @@ def make_counting_local(hook: Hook) -> type:
         __slots__ = ()  # no __dict__/__weakref__ of its own: a subclass may add them
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-            obj = raw_new(cls, *args, **kwargs)
+            # not **{} when there are none: _thread._local keeps its keyword dict (+64 B each)
+            obj = raw_new(cls, *args, **kwargs) if kwargs else raw_new(cls, *args)
             counting = current[0]
             if counting is not None:
                 try:

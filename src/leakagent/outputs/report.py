@@ -31,6 +31,11 @@ _CLIENT_HINT = (
     "create it once and share it (most clients are thread-safe), or cache it per thread "
     "in a threading.local created once at module level"
 )
+_THREAD_CHURN_HINT = (
+    "one per thread, but the threads keep changing (a new thread per task or request): "
+    "thread churn defeats the per-thread cache; share one client, or keep the threads "
+    "(a fixed pool)"
+)
 _RETENTION_HINT = (
     "; the instances stay alive: something keeps every one of them (a list, a dict, a cache)"
 )
@@ -62,7 +67,9 @@ def hint(site: dict[str, Any]) -> str:
     text = _LOCAL_HINT if is_local else _CLIENT_HINT
     line = (_code_line(site) or "").split("#")[0].strip()
     name = _assigned_name(line) if is_local else None
-    if name and site.get("verdict") != RETENTION:
+    if site.get("cause") == "thread_churn":
+        text = _THREAD_CHURN_HINT
+    elif name and site.get("verdict") != RETENTION:
         function = site.get("function") or "the function"
         attribute = name.split(".")[-1]
         text = (
@@ -250,9 +257,17 @@ def warning_line(site: dict[str, Any], event: str, threshold: int) -> str:
             f"{kind_label(site)} at {where(site)}: {site['live']} instances still alive of "
             f"{site['created']} created (retention{memory}) — {hint(site)}"
         )
+    threads = site.get("threads", 1)
+    if threads <= 1:
+        spread = f"{site['max_per_thread']} times on thread {site['max_thread']}"
+    else:
+        spread = (
+            f"{site['created']} times on {threads} threads "
+            f"({site.get('concurrency', threads)} alive at a time)"
+        )
+    verdict = site["verdict"]
     return (
-        f"{kind_label(site)} created {site['max_per_thread']} times on thread "
-        f"{site['max_thread']} at {where(site)} ({site['verdict']}{memory}) — {hint(site)}"
+        f"{kind_label(site)} created {spread} at {where(site)} ({verdict}{memory}) — {hint(site)}"
     )
 
 
@@ -275,8 +290,8 @@ def render_text(
     if suspects:
         lines.append(
             f"leakagent: {len(suspects)} suspect call site{'s' if len(suspects) != 1 else ''} "
-            f"in pid {process['pid']} (more than {threshold} creations of one kind on one "
-            f"thread at one place)"
+            f"in pid {process['pid']} ({threshold} or more creations of one kind at one place "
+            f"beyond one per thread alive at a time)"
         )
     else:
         lines.append(

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from leakagent.hooks.catalog import Target
 
 ROOT_PID_ENV = "LEAKAGENT_ROOT_PID"
+_construction_depth = CONSTRUCTION_DEPTH.get
+_RAW_LOCAL = threadlocal.RawLocal
 
 
 class Agent:
@@ -43,9 +45,11 @@ class Agent:
             max_sites=config.max_sites,
             max_live_refs=config.max_live_refs,
             on_suspect=self._on_suspect,
+            refresh_seconds=config.refresh_seconds,
         )
         self.reporter = Reporter(self.tracker, config, _root_pid())
         self._local_sites = SiteFinder()
+        self._subclass_kinds: dict[type, str] = {}
         self.suspect_listeners: list[Callable[[dict[str, Any], str], None]] = []
         """Called with (site copy, event) after the warning; used by the telemetry layer."""
         self._user_specs: list[Spec] = []
@@ -66,13 +70,17 @@ class Agent:
                 guard.failed("suspect listener", exc)
 
     def _local_created(self, cls: type, obj: object) -> None:
-        if CONSTRUCTION_DEPTH.get():  # kept by a client being counted right now
+        if _construction_depth():  # kept by a client being counted right now
             return
-        if cls is threadlocal.RawLocal:
-            kind, base = LOCAL_KIND, None
+        if cls is _RAW_LOCAL:
+            self.tracker.record(LOCAL_KIND, self._local_sites.find_fast(1), obj)
         else:
-            kind, base = qualified_name(cls), LOCAL_KIND
-        self.tracker.record(kind, self._local_sites.find(1), obj, base)
+            kind = self._subclass_kinds.get(cls)
+            if kind is None:
+                kind = qualified_name(cls)
+                if len(self._subclass_kinds) < 1000:
+                    self._subclass_kinds[cls] = kind
+            self.tracker.record(kind, self._local_sites.find_fast(1), obj, LOCAL_KIND)
 
     def _patch_threading(self, module: ModuleType) -> None:
         threadlocal.patch(module, self._local_created)
@@ -262,6 +270,7 @@ def _inject_test_faults(agent: Agent) -> None:
         agent.tracker.record = raiser("tracker")  # type: ignore[method-assign]
     if "callsite" in guard.FAULTS:
         SiteFinder.find = raiser("callsite")  # type: ignore[method-assign]
+        SiteFinder.find_fast = raiser("callsite")  # type: ignore[method-assign]
 
 
 def get_agent() -> Optional[Agent]:

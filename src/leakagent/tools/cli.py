@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
         "--threshold",
         metavar="N",
         type=int,
-        help="suspect above N creations of one kind "
-        "on one thread at one call site (LEAKAGENT_THRESHOLD, default 50)",
+        help="suspect at N creations of one kind at one call site beyond one per thread "
+        "alive at a time (LEAKAGENT_THRESHOLD, default 40)",
     )
     add(
         "--report",

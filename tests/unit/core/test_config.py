@@ -7,7 +7,7 @@ from leakagent.core import config
 
 def test_defaults() -> None:
     cfg = config.load({})
-    assert cfg.enabled and cfg.threshold == 50 and cfg.report_path is None
+    assert cfg.enabled and cfg.threshold == 40 and cfg.report_path is None
     assert cfg.summary == "auto" and cfg.problems == ()
 
 
@@ -41,7 +41,7 @@ def test_bad_values_name_the_variable_and_use_defaults() -> None:
             "LEAKAGENT_MAX_SITES": "nan",
         }
     )
-    assert cfg.threshold == 50 and cfg.report_interval == 5.0 and cfg.summary == "auto"
+    assert cfg.threshold == 40 and cfg.report_interval == 5.0 and cfg.summary == "auto"
     assert cfg.enabled and cfg.max_sites == 10_000
     joined = "\n".join(cfg.problems)
     for name in (

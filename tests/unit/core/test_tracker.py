@@ -55,12 +55,14 @@ def test_one_instance_per_thread_is_never_a_suspect() -> None:
     events = events_of(tracker)
     keep = []
     lock = threading.Lock()
+    together = threading.Barrier(32)  # a pool: its threads are alive at the same time
 
     def work() -> None:
         obj = Thing()
         with lock:
             keep.append(obj)
         tracker.record("k", SITE, obj)
+        together.wait()
 
     threads = [threading.Thread(target=work) for _ in range(32)]
     for t in threads:
@@ -74,13 +76,29 @@ def test_one_instance_per_thread_is_never_a_suspect() -> None:
 
 def test_reused_thread_idents_are_not_one_thread() -> None:
     # Threads started one after another usually get the same ident from the OS.
-    tracker = Tracker(threshold=3)
+    tracker = Tracker(threshold=30)
     for _ in range(20):
         t = threading.Thread(target=lambda: tracker.record("k", SITE, Thing()))
         t.start()
         t.join()
     site = site_of(tracker)
     assert site["threads"] == 20 and site["max_per_thread"] == 1 and not site["suspect"]
+    assert site["concurrency"] == 1
+
+
+def test_thread_churn_defeating_a_per_thread_cache_is_a_suspect() -> None:
+    # One instance per thread, but a new thread per task: one instance per task.
+    tracker = Tracker(threshold=5)
+    events = events_of(tracker)
+    for _ in range(20):
+        t = threading.Thread(target=lambda: tracker.record("k", SITE, Thing()))
+        t.start()
+        t.join()
+    site = site_of(tracker)
+    assert site["suspect"] and site["cause"] == "thread_churn" and site["verdict"] == CHURN
+    assert [e for e, _ in events] == ["suspect"]
+    flagged = events[0][1]  # one creation past the threshold beyond the concurrency
+    assert flagged["flagged_after"]["created"] == 5 + flagged["concurrency"]
 
 
 def test_crossing_the_threshold_makes_one_suspect_event() -> None:
@@ -126,7 +144,9 @@ def test_churn_that_turns_into_retention_warns_again_once() -> None:
     for _ in range(10):
         tracker.record("k", SITE, Thing())
     kept = []
-    for _ in range(30):
+    # once a churn suspect, one instance in 16 is watched and the site reports at doubling
+    # counts: retention is noticed within a doubling of the creations (here by the 48th)
+    for _ in range(60):
         obj = Thing()
         kept.append(obj)
         tracker.record("k", SITE, obj)
@@ -209,3 +229,29 @@ def test_reset_after_fork_clears_counts() -> None:
         tracker.record("k", SITE, Thing())
     tracker.reset_after_fork()
     assert tracker.snapshot() == [] and tracker.totals()["created"] == 0
+
+
+def test_many_kept_instances_cost_a_bounded_number_of_references() -> None:
+    # Past 1,024 live at a site one in 2^k is watched: ~1,024 references per doubling.
+    tracker = Tracker(threshold=10**9)
+    kept = [Thing() for _ in range(200_000)]
+    for obj in kept:
+        tracker.record("k", SITE, obj)
+    site = site_of(tracker)
+    watched = tracker.totals()["watched"]
+    assert watched <= 1024 * 10, watched
+    assert site["created"] == 200_000 and not site["live_exact"]
+    assert 0.8 * 200_000 <= site["live"] <= 1.01 * 200_000, site["live"]
+    del kept
+    gc.collect()
+    assert site_of(tracker)["live"] == 0 and tracker.totals()["watched"] == 0
+
+
+def test_live_stays_exact_below_the_sampling_level() -> None:
+    tracker = Tracker(threshold=10**9)
+    kept = [Thing() for _ in range(1000)]
+    for obj in kept:
+        tracker.record("k", SITE, obj)
+    del kept[::2]
+    site = site_of(tracker)
+    assert site["live"] == 500 and site["live_exact"]

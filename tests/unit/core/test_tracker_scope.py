@@ -38,7 +38,7 @@ def test_since_counts_only_the_interval_per_thread() -> None:
     assert tracker.since(checkpoint, 7) == []
 
 
-def test_since_is_per_thread_not_total() -> None:
+def test_since_counts_creations_beyond_one_per_thread() -> None:
     tracker = Tracker(threshold=1000)
     checkpoint = tracker.checkpoint()
 
@@ -51,10 +51,29 @@ def test_since_is_per_thread_not_total() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert tracker.since(checkpoint, 5) == []  # 20 in all, 4 per thread
-    found = tracker.since(checkpoint, 3)
+    # 20 in all, 4 per thread: 15 beyond one per thread, however they are spread
+    assert tracker.since(checkpoint, 16) == []
+    found = tracker.since(checkpoint, 15)
     assert found[0]["threads"] == 5 and found[0]["max_per_thread"] == 4
+    assert found[0]["excess"] == 15
     assert found[0]["verdict"] == "churn"
+
+
+def test_since_one_per_thread_is_never_found() -> None:
+    tracker = Tracker(threshold=1000)
+    checkpoint = tracker.checkpoint()
+    together = threading.Barrier(8)
+
+    def work() -> None:
+        tracker.record("lib.Client", SITE, _Obj())
+        together.wait()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tracker.since(checkpoint, 1) == []
 
 
 def test_live_counts() -> None:

@@ -1,0 +1,251 @@
+"""Per-creation cost, contention, kept-alive memory and earliness, trustworthy on a busy machine.
+
+    python benchmarks/cost.py [--only NAME ...] [--pairs N] [-o results/cost.json]
+
+* **instructions** (``valgrind --tool=callgrind``): each case runs at two lengths, N and 2N
+  creations, plain and under the agent (container mode: ``PYTHONPATH`` = the sitecustomize
+  directory); the difference of the two lengths divided by N is the cost of one creation with
+  start-up, imports and exit cancelled out. Instruction counts are exact, whatever the other
+  processes on the machine do.
+* **contention**: 10 threads creating ``threading.local()`` as fast as they can, wall time,
+  plain and agent runs interleaved (A B A B ...), medians and the ratio of the medians.
+* **kept-alive**: 1,000,000 ``threading.local()`` kept in a list; peak RSS (``ru_maxrss``)
+  of the child, plain vs agent.
+* **seed**: ``examples/seed_buggy.py`` at 2,000 tasks, process CPU time (user + system of
+  the child), interleaved pairs, median ratio.
+* **first-warning**: the seed's bug in 8/32/64-thread pools: seconds from the start of the
+  pool to the first ``leakagent:`` line, and the creations it had made by then.
+
+Standard library only; the interpreter running it must have the agent and the client
+libraries installed (the project's test venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+INSTRUCTION_CASES = {
+    # name: (setup, statement, N)
+    "threading.local()": ("import threading", "threading.local()", 4000),
+    "threading.local subclass()": (
+        "import threading\nclass Ctx(threading.local):\n    pass",
+        "Ctx()",
+        4000,
+    ),
+    "requests.Session()": ("import requests", "requests.Session()", 300),
+    "redis.Redis()": ("import redis", "redis.Redis(host='127.0.0.1', port=1)", 300),
+    "warm boto3.client()": (
+        "import boto3\nkw = dict(region_name='us-east-1', aws_access_key_id='t', "
+        "aws_secret_access_key='t')\nboto3.client('s3', **kw)",
+        "boto3.client('s3', **kw)",
+        20,
+    ),
+}
+
+
+def sitecustomize_dir() -> str:
+    leakagent = Path(PY).with_name("leakagent")
+    return subprocess.check_output([str(leakagent), "--sitecustomize-dir"], text=True).strip()
+
+
+def env_for(agent: bool, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LEAKAGENT_", "OTEL_")) and k != "PYTHONPATH"
+    }
+    env["PYTHONHASHSEED"] = "0"  # the same hashing in every run: counts repeat exactly
+    env["LEAKAGENT_SUMMARY"] = "never"
+    env["LEAKAGENT_LOG_LEVEL"] = "ERROR"
+    if agent:
+        env["PYTHONPATH"] = sitecustomize_dir()
+    env.update(extra)
+    return env
+
+
+def callgrind_instructions(code: str, env: dict[str, str]) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", PY, "-c", code],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        text = out.read_text()
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+    if match is None:
+        raise RuntimeError("no callgrind summary")
+    return int(match.group(1))
+
+
+def per_creation(setup: str, statement: str, n: int, agent: bool) -> float:
+    def program(count: int) -> str:
+        # the objects are dropped at once: what a program that churns them pays
+        return f"{setup}\nfor _ in range({count}):\n    {statement}\n"
+
+    env = env_for(agent)
+    short = callgrind_instructions(program(n), env)
+    long = callgrind_instructions(program(2 * n), env)
+    return (long - short) / n
+
+
+def bench_instructions() -> dict[str, dict[str, float]]:
+    results = {}
+    for name, (setup, statement, n) in INSTRUCTION_CASES.items():
+        plain = per_creation(setup, statement, n, agent=False)
+        agent = per_creation(setup, statement, n, agent=True)
+        results[name] = {"plain": plain, "agent": agent, "added": agent - plain}
+        print(f"{name}: plain {plain:,.0f}, agent {agent:,.0f}, +{agent - plain:,.0f}", flush=True)
+    return results
+
+
+CONTENTION = """
+import threading, time
+N = 100_000
+start = threading.Barrier(11)
+def work():
+    start.wait()
+    local = threading.local
+    for _ in range(N):
+        local()
+threads = [threading.Thread(target=work) for _ in range(10)]
+for t in threads: t.start()
+start.wait()
+t0 = time.perf_counter()
+for t in threads: t.join()
+print(time.perf_counter() - t0)
+"""
+
+
+def run_child(code: str, env: dict[str, str]) -> tuple[str, float, int]:
+    """stdout, CPU seconds (user + system) and peak RSS (KiB) of one child."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run([PY, "-c", code], env=env, check=True, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result.stdout, cpu, after.ru_maxrss
+
+
+def interleaved(code: str, pairs: int, measure: str) -> dict[str, object]:
+    plain, agent = [], []
+    for _ in range(pairs):
+        for runs, is_agent in ((plain, False), (agent, True)):
+            stdout, cpu, _ = run_child(code, env_for(is_agent))
+            runs.append(float(stdout.split()[-1]) if measure == "stdout" else cpu)
+    p, a = statistics.median(plain), statistics.median(agent)
+    return {"plain": plain, "agent": agent, "plain_median": p, "agent_median": a, "ratio": a / p}
+
+
+KEPT = """
+import resource, threading
+kept = [threading.local() for _ in range(1_000_000)]
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def bench_kept_alive() -> dict[str, float]:
+    plain = int(run_child(KEPT, env_for(False))[0].split()[-1])
+    agent = int(run_child(KEPT, env_for(True))[0].split()[-1])
+    return {"plain_kib": plain, "agent_kib": agent, "added_mib": (agent - plain) / 1024}
+
+
+SEED = (ROOT / "examples" / "seed_buggy.py").read_text()
+
+
+def seed_program(tasks: int, threads: int) -> str:
+    source = SEED.replace("TASKS = 400", f"TASKS = {tasks}").replace(
+        "THREADS = 8", f"THREADS = {threads}"
+    )
+    return source.replace('if __name__ == "__main__":', "if True:")
+
+
+FIRST_WARNING = textwrap.dedent("""
+    import sys, time
+    T0 = None
+    import concurrent.futures as cf
+    _submit = cf.ThreadPoolExecutor.__init__
+    def init(self, *a, **k):
+        global T0
+        T0 = time.monotonic()
+        print(f"POOL {time.monotonic()}", file=sys.stderr, flush=True)
+        _submit(self, *a, **k)
+    cf.ThreadPoolExecutor.__init__ = init
+""")
+
+
+def bench_first_warning(threads: int) -> dict[str, float]:
+    code = FIRST_WARNING + seed_program(1000, threads)
+    # the time of each stderr line as it arrives
+    proc = subprocess.Popen(
+        [PY, "-u", "-c", code],
+        env=env_for(True, LEAKAGENT_LOG_LEVEL="WARNING"),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stderr is not None
+    pool_at = warned_at = None
+    created = 0
+    for line in proc.stderr:
+        now = time.monotonic()
+        if line.startswith("POOL ") and pool_at is None:
+            pool_at = now
+        elif line.startswith("leakagent:") and " created " in line and warned_at is None:
+            warned_at = now
+            created = int(re.search(r"created (\d+) times", line).group(1))  # type: ignore[union-attr]
+    proc.wait()
+    if pool_at is None or warned_at is None:
+        return {"seconds": float("nan"), "created": 0}
+    return {"seconds": warned_at - pool_at, "created": created}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--pairs", type=int, default=7)
+    default_output = str(ROOT / "benchmarks" / "results" / "cost.json")
+    parser.add_argument("-o", "--output", default=default_output)
+    options = parser.parse_args()
+    everything = ["instructions", "contention", "kept-alive", "seed", "first-warning"]
+    wanted = set(options.only or everything)
+    results: dict[str, object] = {"python": sys.version.split()[0], "started": time.time()}
+    if "instructions" in wanted:
+        results["instructions"] = bench_instructions()
+    if "contention" in wanted:
+        results["contention"] = interleaved(CONTENTION, options.pairs, "stdout")
+        print("contention", results["contention"], flush=True)
+    if "kept-alive" in wanted:
+        results["kept_alive"] = bench_kept_alive()
+        print("kept-alive", results["kept_alive"], flush=True)
+    if "seed" in wanted:
+        results["seed"] = interleaved(seed_program(2000, 8), max(options.pairs // 2, 3), "cpu")
+        print("seed", results["seed"], flush=True)
+    if "first-warning" in wanted:
+        results["first_warning"] = {str(n): bench_first_warning(n) for n in (8, 32, 64)}
+        print("first-warning", results["first_warning"], flush=True)
+    output = Path(options.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.exists() and options.only:  # a partial run updates the last full one
+        previous = json.loads(output.read_text())
+        previous.update({k: v for k, v in results.items() if k not in ("python", "started")})
+        results = previous
+    output.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
