@@ -18,6 +18,7 @@ eventlet). So the functions are the ones there were when the agent loaded.
 from __future__ import annotations
 
 import os
+import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,8 +89,6 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temps(path: str, now: float) -> int:
     """Remove temporary files of ``path`` left by dead writers (or too old); how many."""
-    import stat
-
     directory = os.path.dirname(path) or "."
     prefix = temp_prefix(path)
     removed = 0

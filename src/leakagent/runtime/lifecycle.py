@@ -51,6 +51,29 @@ def report_path_for(template: str, pid: int, root_pid: Optional[int]) -> str:
     return path
 
 
+_said_from_thread: set[str] = set()
+
+
+def _warn_once(key: str, message: str, level: str) -> None:
+    """A warning from the agent's own thread: never an import there.
+
+    Importing ``logging`` on a raw thread would import ``threading`` there when the program
+    has not: threading then takes that thread for the main one, and the interpreter's exit
+    waits for it for ever (seen: every program with an unwritable report path hung). With
+    eventlet or gevent an import there takes a green lock and hangs too."""
+    if "logging" in sys.modules:
+        log.warning_once(key, message)
+        return
+    if key in _said_from_thread or level in ("ERROR", "CRITICAL"):
+        return
+    _said_from_thread.add(key)
+    try:
+        sys.stderr.write(f"leakagent: {message}\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
 class Reporter:
     """Writes the JSON report periodically and at the end; prints the summary at exit."""
 
@@ -183,10 +206,11 @@ class Reporter:
             self._written_generation = generation
             return data
         except OSError as exc:
-            log.warning_once(
+            _warn_once(
                 f"report-path:{self.path}",
                 f"cannot write the report to {self.path} ({exc.strerror or exc}); "
                 "set LEAKAGENT_REPORT to a writable path",
+                self.config.log_level,
             )
             return data
         except Exception as exc:
@@ -199,11 +223,12 @@ class Reporter:
         if other is None:
             return
         new_path = reportfile.unique_path(self._file.path, os.getpid())
-        log.warning_once(
+        _warn_once(
             f"report-shared:{self._file.path}",
             f"{other} writes the report {self._file.path} too; this process (pid "
             f"{os.getpid()}) writes {new_path} instead (put {{pid}} in LEAKAGENT_REPORT for "
             "one file per process)",
+            self.config.log_level,
         )
         self.path = new_path
         self._file = reportfile.ReportFile(new_path, shared=False)
