@@ -1,0 +1,114 @@
+"""The report file: safe creation, no leftovers, one writer per path, summary whatever happens."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import clean_env, launcher, load_report, run_python_launched, write_script
+
+LOCALS = "import threading\nkeep = [threading.local() for _ in range(30)]\n"
+
+
+def test_a_planted_symlink_at_the_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    report = tmp_path / "r.json"
+    script = write_script(tmp_path, LOCALS + f"""
+import os
+# the old predictable temporary name; the attacker knows (or guesses) the pid
+os.symlink({str(victim)!r}, os.path.join({str(tmp_path)!r}, ".r.json.%d.tmp" % os.getpid()))
+""")
+    proc = run_python_launched(script, options=["--report", str(report), "--threshold", "10"])
+    assert proc.returncode == 0, proc.stderr
+    assert victim.read_text() == "precious\n"
+    assert load_report(report)["final"] is True
+    assert oct(report.stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_a_precreated_world_writable_temporary_file_is_not_reused(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    script = write_script(tmp_path, LOCALS + f"""
+import os
+fd = os.open(os.path.join({str(tmp_path)!r}, ".r.json.%d.tmp" % os.getpid()), os.O_CREAT | os.O_WRONLY, 0o666)
+os.fchmod(fd, 0o666)
+os.close(fd)
+""")
+    proc = run_python_launched(script, options=["--report", str(report), "--threshold", "10"])
+    assert proc.returncode == 0, proc.stderr
+    assert oct(report.stat().st_mode & 0o777) == oct(0o600)
+    assert load_report(report)["final"] is True
+
+
+def test_temporary_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftovers = [tmp_path / f".r.json.{dead.pid}.tmp", tmp_path / f".r.json.{dead.pid}.0a1b2c.tmp"]
+    for path in leftovers:
+        path.write_text("half a report")
+    unrelated = tmp_path / ".other.json.1.tmp"
+    unrelated.write_text("not ours")
+    script = write_script(tmp_path, LOCALS)
+    proc = run_python_launched(script, options=["--report", str(report)])
+    assert proc.returncode == 0, proc.stderr
+    assert not any(path.exists() for path in leftovers)
+    assert unrelated.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == [unrelated.name]
+
+
+def test_the_summary_is_printed_when_the_report_cannot_be_written(tmp_path: Path) -> None:
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    script = write_script(tmp_path, LOCALS)
+    proc = run_python_launched(script, options=["--report", str(directory), "--threshold", "10"])
+    assert proc.returncode == 0
+    assert "cannot write the report" in proc.stderr
+    assert "1 suspect call site" in proc.stderr
+    assert "report: " not in proc.stderr  # no file to point to
+
+
+def test_two_processes_given_one_report_path_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    report = tmp_path / "shared.json"
+    ready = tmp_path / "ready"
+    first = write_script(tmp_path, LOCALS + f"""
+import pathlib, time
+pathlib.Path({str(ready)!r}).touch()
+time.sleep(60)
+""", name="first.py")
+    proc = subprocess.Popen(
+        [*launcher(), "--report", str(report), "--report-interval", "0.2", "--threshold", "10",
+         sys.executable, str(first)],
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        for _ in range(1200):
+            if ready.exists() and report.exists():
+                break
+            time.sleep(0.05)
+        second = write_script(tmp_path, "import threading\nkeep = threading.local()\n", name="second.py")
+        other = run_python_launched(second, options=["--report", str(report)])
+        assert other.returncode == 0
+        time.sleep(0.5)  # a periodic write of the first process
+        assert load_report(report)["process"]["pid"] == proc.pid
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert other.stderr.count("writes the report") == 1, other.stderr
+    (moved,) = [p for p in tmp_path.glob("shared.*.json")]
+    assert load_report(moved)["totals"]["created"] >= 1
+    assert load_report(moved)["process"]["pid"] != proc.pid
+
+
+def test_an_unwritable_report_path_does_not_hang_the_exit(tmp_path: Path) -> None:
+    """The warning came from the writer thread, which imported threading before the program
+    did: the interpreter then waited for that thread at exit, for ever."""
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    script = write_script(tmp_path, "import time\ntime.sleep(0.3)\nprint('done')\n")
+    proc = run_python_launched(script, options=["--report", str(directory)], timeout=60)
+    assert proc.returncode == 0 and proc.stdout == "done\n"
+    assert proc.stderr.count("cannot write the report") == 1, proc.stderr
