@@ -112,3 +112,15 @@ def test_an_unwritable_report_path_does_not_hang_the_exit(tmp_path: Path) -> Non
     proc = run_python_launched(script, options=["--report", str(directory)], timeout=60)
     assert proc.returncode == 0 and proc.stdout == "done\n"
     assert proc.stderr.count("cannot write the report") == 1, proc.stderr
+
+
+def test_an_absurd_report_interval_warns_once_and_keeps_the_writer(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    script = write_script(tmp_path, LOCALS + "import time\ntime.sleep(0.5)\n")
+    for value in ("inf", "1e10"):
+        env = clean_env(LEAKAGENT_REPORT=str(report), LEAKAGENT_REPORT_INTERVAL=value)
+        proc = run_python_launched(script, env=env)
+        assert proc.returncode == 0
+        assert "Traceback" not in proc.stderr and "OverflowError" not in proc.stderr, proc.stderr
+        assert proc.stderr.count("LEAKAGENT_REPORT_INTERVAL=") == 1, proc.stderr
+        assert load_report(report)["final"] is True
