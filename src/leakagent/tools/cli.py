@@ -332,7 +332,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if arguments[:1] == ["report"]:  # a program named "report": leakagent -- report
         from leakagent.tools.viewer import main as view
 
-        return view(arguments[1:])
+        try:
+            code = view(arguments[1:])
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:  # `leakagent report r.json | head`: the reader has left
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error
+            return 1
     parser = _parser()
     # A bare --fail-on-suspect must not take the command's first word for its CODE: write it
     # --fail-on-suspect= (one token for one, so the command is still the list's tail).
