@@ -124,3 +124,20 @@ def test_an_absurd_report_interval_warns_once_and_keeps_the_writer(tmp_path: Pat
         assert "Traceback" not in proc.stderr and "OverflowError" not in proc.stderr, proc.stderr
         assert proc.stderr.count("LEAKAGENT_REPORT_INTERVAL=") == 1, proc.stderr
         assert load_report(report)["final"] is True
+
+
+def test_report_viewer_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``leakagent report r.json | head`` ended in a BrokenPipeError traceback."""
+    report = tmp_path / "r.json"
+    lines = "".join(f"for _ in range(3): keep.append(threading.local())  # {n}\n" for n in range(2000))
+    script = write_script(tmp_path, "import threading\nkeep = []\n" + lines)
+    made = run_python_launched(script, options=["--report", str(report), "--threshold", "2"])
+    assert made.returncode == 0, made.stderr[-2000:]
+    viewer = subprocess.Popen([*launcher(), "report", str(report)], env=clean_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert viewer.stdout is not None and viewer.stderr is not None
+    viewer.stdout.readline()
+    viewer.stdout.close()  # what head does after its lines
+    err = viewer.stderr.read().decode()
+    viewer.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
