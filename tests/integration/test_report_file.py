@@ -141,3 +141,27 @@ def test_report_viewer_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     err = viewer.stderr.read().decode()
     viewer.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_no_report_is_built_at_exit_when_none_is_asked_for(tmp_path: Path) -> None:
+    """Without a report path nor a suspect, the exit builds nothing (10k sites: +39 MiB peak)."""
+    marker = tmp_path / "built"
+    script = write_script(tmp_path, f"""
+        import atexit, threading
+        import leakagent.outputs.report as report
+        keep = [threading.local() for _ in range(5)]
+
+        def spy():  # runs before the agent's own exit hook (registered first)
+            real = report.build
+            def build(*args, **kwargs):
+                open({str(marker)!r}, "w").close()
+                return real(*args, **kwargs)
+            report.build = build
+
+        atexit.register(spy)
+    """)
+    proc = run_python_launched(script)
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists()
+    with_suspect = run_python_launched(script, options=["--threshold", "2"])
+    assert "1 suspect call site" in with_suspect.stderr and marker.exists()
