@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import clean_env, launcher, load_report, write_script
+from tests.helpers import IN_CI, clean_env, launcher, load_report, write_script
 
 
 def _wait_for(path: Path) -> None:
@@ -115,3 +115,42 @@ def test_every_pool_worker_leaves_its_final_report(tmp_path: Path, method: str) 
             lost.append((run, created))
     assert not missing, f"workers without a final report: {missing}\n{proc.stderr}"
     assert not lost, f"runs whose workers' reports lack creations: {lost}"
+
+
+@pytest.mark.parametrize("ending", ["close-join", "terminate"])
+def test_every_billiard_pool_worker_leaves_its_final_report(tmp_path: Path, ending: str) -> None:
+    """Celery's process pool (billiard): its workers end with os._exit() like multiprocessing's,
+    and were never given a final report (0 of 40 creations reported)."""
+    pytest.importorskip("billiard") if not IN_CI else None
+    script = write_script(tmp_path, f"""
+        import os, threading
+        import billiard
+
+        def work(n):
+            keep = [threading.local() for _ in range(4)]
+            return os.getpid()
+
+        if __name__ == "__main__":
+            pool = billiard.Pool(2)
+            pids = set(pool.map(work, range(10), chunksize=1))
+            if {ending!r} == "terminate":
+                pool.terminate()
+            else:
+                pool.close()
+            pool.join()
+            print(*sorted(pids), flush=True)
+    """)
+    report = tmp_path / "celery.json"
+    proc = subprocess.run(
+        [*launcher(), "--report", str(report), "--threshold", "1000", sys.executable, str(script)],
+        env=clean_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    created = 0
+    for pid in proc.stdout.split():
+        path = tmp_path / f"celery.{pid}.json"
+        assert path.exists(), f"worker {pid} left no report\n{proc.stderr}"
+        data = load_report(path)
+        assert data["final"] is True, pid
+        created += sum(s["created"] for s in data["sites"] if s["file"] == str(script))
+    assert created == 40
