@@ -77,7 +77,7 @@ class SiteFinder:
             if kind is None:
                 kind = self._kind(code.co_filename)
             if kind == _USER and (constructing is None or not _is_method_of(frame, constructing)):
-                return (code.co_filename, frame.f_lineno or 0, _qualname(code))
+                return (code.co_filename, frame.f_lineno or 0, _qualname(frame))
             if kind == _STDLIB_FRAME:
                 if fallback is None:
                     fallback = frame
@@ -88,7 +88,7 @@ class SiteFinder:
         if fallback is None:
             return UNKNOWN
         code = fallback.f_code
-        return (code.co_filename, fallback.f_lineno or 0, _qualname(code))
+        return (code.co_filename, fallback.f_lineno or 0, _qualname(fallback))
 
 
 def _is_method_of(frame: FrameType, obj: object) -> bool:
@@ -98,8 +98,40 @@ def _is_method_of(frame: FrameType, obj: object) -> bool:
     return frame.f_locals.get(code.co_varnames[0]) is obj
 
 
-def _qualname(code: object) -> str:
-    return getattr(code, "co_qualname", None) or code.co_name  # type: ignore[attr-defined,no-any-return]
+def _qualname(frame: FrameType) -> str:
+    code = frame.f_code
+    qualname: str | None = getattr(code, "co_qualname", None)
+    if qualname:
+        return qualname
+    return _qualname_before_311(frame)
+
+
+_QUALNAMES: dict[object, str] = {}
+
+
+def _qualname_before_311(frame: FrameType) -> str:
+    """Python 3.9/3.10 have no ``co_qualname``: a method's class is found from its first
+    argument (``self``/``cls``), the class in its MRO whose attribute is this very code.
+    Cached per code object; nested functions keep their plain name."""
+    code = frame.f_code
+    found = _QUALNAMES.get(code)
+    if found is not None:
+        return found
+    name = code.co_name
+    qualname = name
+    if code.co_argcount and code.co_varnames[0] in ("self", "cls", "mcs", "klass"):
+        first = frame.f_locals.get(code.co_varnames[0])
+        owner = first if isinstance(first, type) else type(first)
+        for klass in getattr(owner, "__mro__", ()):
+            attribute = klass.__dict__.get(name)
+            function = getattr(attribute, "__func__", attribute)  # classmethod, staticmethod
+            function = getattr(function, "fget", function)  # property
+            if getattr(function, "__code__", None) is code:
+                qualname = f"{klass.__qualname__}.{name}"
+                break
+    if len(_QUALNAMES) < 20_000:
+        _QUALNAMES[code] = qualname
+    return qualname
 
 
 def package_dir(module_name: str) -> str | None:
