@@ -89,6 +89,7 @@ class Reporter:
         # existing RLocks into green ones, which hang when a real thread takes them.
         self._writing = _thread.allocate_lock()
         self._finishing = _thread.allocate_lock()
+        self._starting = _thread.allocate_lock()
         self._stopped = False
         self._done = False
         self._written_generation: object = -1
@@ -125,9 +126,10 @@ class Reporter:
         Without a report and without suspects (summary ``auto``) there is nothing to save on
         SIGTERM: no thread, no handler, the process is left exactly as it was.
         """
-        if self._thread_started or self._done:
-            return
-        self._thread_started = True
+        with self._starting:  # two threads may see the first suspect at once
+            if self._thread_started or self._done:
+                return
+            self._thread_started = True
         # Imported here, not on the writer thread: once eventlet or gevent has patched
         # ``_thread``, an import on a thread that is not theirs takes a green import lock and
         # hangs (and the exit with it, waiting for the writer).
@@ -321,6 +323,7 @@ class Reporter:
         self._thread_started = False
         self._writing = _thread.allocate_lock()  # the parent's may have been held at fork time
         self._finishing = _thread.allocate_lock()
+        self._starting = _thread.allocate_lock()
         for fd in self._wake_fds:
             if fd >= 0:
                 try:
