@@ -154,3 +154,26 @@ def test_every_billiard_pool_worker_leaves_its_final_report(tmp_path: Path, endi
         assert data["final"] is True, pid
         created += sum(s["created"] for s in data["sites"] if s["file"] == str(script))
     assert created == 40
+
+
+def test_sigterm_during_a_call_that_holds_the_gil_still_dies_of_sigterm(tmp_path: Path) -> None:
+    """sum() holds the GIL: no other thread runs until it returns. If the program then
+    reaches its end before the agent's thread runs, it must still die of SIGTERM."""
+    report_path = tmp_path / "gil.json"
+    ready = tmp_path / "ready"
+    script = write_script(tmp_path, f"""
+        import pathlib, threading
+        keep = [threading.local() for _ in range(30)]
+        pathlib.Path({str(ready)!r}).touch()
+        sum(range(2 * 10**8))
+    """)
+    proc = subprocess.Popen(
+        [*launcher(), "--report", str(report_path), "--threshold", "10", sys.executable,
+         str(script)],
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for(ready)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGTERM, err
+    assert load_report(report_path)["final"] is True

@@ -244,18 +244,25 @@ class Reporter:
         if not self._finishing.acquire(False):
             if self._finishing.acquire(timeout=SIGTERM_BUDGET):
                 self._finishing.release()
+            self._die_if_terminated()
             return
         try:
-            if self._done:
-                return
-            self._done = True
-            self._stopped = True
-            self._finish()
-            # Nothing more to save: a SIGTERM from now on (late in the interpreter's exit,
-            # when the writer thread may no longer run) gets the default action at once.
-            self._term.restore_default()
+            if not self._done:
+                self._done = True
+                self._stopped = True
+                self._finish()
         finally:
             self._finishing.release()
+        self._die_if_terminated()
+        # Nothing more to save: a SIGTERM from now on (late in the interpreter's exit,
+        # when the writer thread may no longer run) gets the default action at once.
+        self._term.restore_default()
+
+    def _die_if_terminated(self) -> None:
+        """SIGTERM came while the main thread held the GIL in C, and the program reached its
+        exit before the writer thread could run: it still dies of SIGTERM, as without us."""
+        if self._term.fired():
+            self._term.die_of_sigterm()
 
     def _finish(self) -> None:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
 import os
+import select
 
 try:
     import faulthandler
@@ -25,6 +26,7 @@ SIGTERM: int = _signal.SIGTERM
 # Captured at load, before eventlet or gevent can replace them with green versions that hang
 # on a thread that is not theirs.
 _kill, _getpid, _pipe, _close = os.kill, os.getpid, os.pipe, os.close
+_poll = getattr(select, "poll", None)
 
 
 def available() -> bool:
@@ -66,6 +68,17 @@ class TermWatch:
             return False
         self.read_fd, self.write_fd, self.registered = read_fd, write_fd, True
         return True
+
+    def fired(self) -> bool:
+        """Has the C handler written to the pipe (SIGTERM received, not yet acted on)?"""
+        if not self.registered or _poll is None:
+            return False
+        try:
+            poller = _poll()
+            poller.register(self.read_fd, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return False
 
     def restore_default(self) -> None:
         """Give SIGTERM its default action back, unless the program has set its own since."""
