@@ -50,7 +50,8 @@ def one_run(plain: bool, directory: str, call: str) -> tuple[float, int, bool]:
         command = [sys.executable, script, ready, call]
     else:
         launcher = shutil.which("leakagent", path=os.path.dirname(sys.executable)) or "leakagent"
-        command = [launcher, "--report", report, "--threshold", "10", sys.executable, script, ready, call]
+        command = [launcher, "--report", report, "--threshold", "10",
+                   sys.executable, script, ready, call]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not os.path.exists(ready):
         time.sleep(0.01)
