@@ -153,6 +153,18 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _DEFAULTS = {s.env: s.default for s in SETTINGS}
+RANGES: dict[str, tuple[float, float]] = {
+    "LEAKAGENT_THRESHOLD": (1, 10**9),
+    "LEAKAGENT_REPORT_INTERVAL": (0.1, 86_400),  # seconds: up to a day
+    "LEAKAGENT_MAX_SITES": (1, 10**7),
+    "LEAKAGENT_MAX_LIVE_REFS": (0, 10**8),
+    "LEAKAGENT_OTEL_MAX_SERIES": (1, 10**6),
+    "LEAKAGENT_OTEL_SPAN_RATE": (0, 10**6),
+    "LEAKAGENT_OTEL_EXIT_TIMEOUT": (0, 60),
+    "LEAKAGENT_MEMORY_INTERVAL": (0.01, 3_600),
+    "LEAKAGENT_REFRESH_SECONDS": (0, 7 * 86_400),  # 0: no allowance; up to a week
+}
+"""Sane range of every numeric setting; out of it: one warning naming it, default used."""
 SUMMARY_MODES = ("auto", "always", "never")
 
 
@@ -243,14 +255,17 @@ class _Reader:
         self._bad(name, value, "a boolean (1/0, true/false, yes/no, on/off)")
         return _DEFAULTS[name].lower() in _TRUE
 
-    def number(self, name: str, convert: Callable[[str], float], minimum: float) -> float:
+    def number(self, name: str, convert: Callable[[str], float]) -> float:
+        """A number within the variable's sane range (``RANGES``): ``inf`` or ``1e10`` seconds
+        would overflow a timeout and kill the thread waiting on it."""
+        minimum, maximum = RANGES[name]
         value = self.raw(name)
         try:
             number = convert(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             number = minimum - 1
-        if not number >= minimum:  # also rejects NaN
-            self._bad(name, value, f"a number >= {minimum:g}")
+        if not minimum <= number <= maximum:  # also rejects NaN
+            self._bad(name, value, f"a number in [{minimum:g}, {maximum:g}]")
             return convert(_DEFAULTS[name])
         return number
 
@@ -300,28 +315,28 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
     disabled = targetspec.split_names(reader.environ.get("LEAKAGENT_DISABLED_TARGETS", ""))
     return Config(
         enabled=reader.flag("LEAKAGENT_ENABLED"),
-        threshold=int(reader.number("LEAKAGENT_THRESHOLD", int, 1)),
+        threshold=int(reader.number("LEAKAGENT_THRESHOLD", int)),
         report_path=report,
-        report_interval=reader.number("LEAKAGENT_REPORT_INTERVAL", float, 0.1),
+        report_interval=reader.number("LEAKAGENT_REPORT_INTERVAL", float),
         summary=reader.choice("LEAKAGENT_SUMMARY", SUMMARY_MODES),
         track_locals=reader.flag("LEAKAGENT_TRACK_LOCALS"),
         track_clients=reader.flag("LEAKAGENT_TRACK_CLIENTS"),
-        max_sites=int(reader.number("LEAKAGENT_MAX_SITES", int, 1)),
-        max_live_refs=int(reader.number("LEAKAGENT_MAX_LIVE_REFS", int, 0)),
+        max_sites=int(reader.number("LEAKAGENT_MAX_SITES", int)),
+        max_live_refs=int(reader.number("LEAKAGENT_MAX_LIVE_REFS", int)),
         log_level=level,
-        otel_max_series=int(reader.number("LEAKAGENT_OTEL_MAX_SERIES", int, 1)),
-        otel_span_rate=int(reader.number("LEAKAGENT_OTEL_SPAN_RATE", int, 0)),
-        otel_exit_timeout=reader.number("LEAKAGENT_OTEL_EXIT_TIMEOUT", float, 0.0),
+        otel_max_series=int(reader.number("LEAKAGENT_OTEL_MAX_SERIES", int)),
+        otel_span_rate=int(reader.number("LEAKAGENT_OTEL_SPAN_RATE", int)),
+        otel_exit_timeout=reader.number("LEAKAGENT_OTEL_EXIT_TIMEOUT", float),
         cgroup_root=reader.raw("LEAKAGENT_CGROUP_ROOT"),
         memory_watch=reader.flag("LEAKAGENT_MEMORY_WATCH"),
         memory_limit=reader.size("LEAKAGENT_MEMORY_LIMIT"),
         memory_warn_at=reader.fractions("LEAKAGENT_MEMORY_WARN_AT"),
-        memory_interval=reader.number("LEAKAGENT_MEMORY_INTERVAL", float, 0.01),
-        problems=tuple(reader.problems),
+        memory_interval=reader.number("LEAKAGENT_MEMORY_INTERVAL", float),
+        refresh_seconds=reader.number("LEAKAGENT_REFRESH_SECONDS", float),
+        show_internal=reader.flag("LEAKAGENT_SHOW_INTERNAL"),
+        problems=tuple(reader.problems),  # after every reading above
         targets=tuple(spec.text for spec in specs),
         disabled_targets=disabled,
-        show_internal=reader.flag("LEAKAGENT_SHOW_INTERNAL"),
-        refresh_seconds=reader.number("LEAKAGENT_REFRESH_SECONDS", float, 0.0),
     )
 
 

@@ -97,7 +97,7 @@ class SiteFinder:
         entry = self._at.get(key)
         if entry is not None and entry[0] is code:
             return entry[1]
-        site = (code.co_filename, frame.f_lineno or 0, _qualname(code))
+        site = (code.co_filename, frame.f_lineno or 0, _qualname(frame))
         if len(self._at) < 20_000:
             self._at[key] = (code, site)
         return site
@@ -138,7 +138,7 @@ class SiteFinder:
                 kind = self._kind(code.co_filename)
             if kind == _USER:
                 if constructing is None or not _is_method_of(frame, constructing):
-                    site = (code.co_filename, frame.f_lineno or 0, _qualname(code))
+                    site = (code.co_filename, frame.f_lineno or 0, _qualname(frame))
                     if via is None:
                         return site
                     where = f"{short_path(via.f_code.co_filename)}:{via.f_lineno or 0}"
@@ -152,7 +152,7 @@ class SiteFinder:
         if via is None:
             return UNKNOWN
         code = via.f_code
-        return (code.co_filename, via.f_lineno or 0, _qualname(code), _ORIGIN[via_kind], None)
+        return (code.co_filename, via.f_lineno or 0, _qualname(via), _ORIGIN[via_kind], None)
 
 
 def _is_method_of(frame: FrameType, obj: object) -> bool:
@@ -162,8 +162,40 @@ def _is_method_of(frame: FrameType, obj: object) -> bool:
     return frame.f_locals.get(code.co_varnames[0]) is obj
 
 
-def _qualname(code: object) -> str:
-    return getattr(code, "co_qualname", None) or code.co_name  # type: ignore[attr-defined,no-any-return]
+def _qualname(frame: FrameType) -> str:
+    code = frame.f_code
+    qualname: str | None = getattr(code, "co_qualname", None)
+    if qualname:
+        return qualname
+    return _qualname_before_311(frame)
+
+
+_QUALNAMES: dict[object, str] = {}
+
+
+def _qualname_before_311(frame: FrameType) -> str:
+    """Python 3.9/3.10 have no ``co_qualname``: a method's class is found from its first
+    argument (``self``/``cls``), the class in its MRO whose attribute is this very code.
+    Cached per code object; nested functions keep their plain name."""
+    code = frame.f_code
+    found = _QUALNAMES.get(code)
+    if found is not None:
+        return found
+    name = code.co_name
+    qualname = name
+    if code.co_argcount and code.co_varnames[0] in ("self", "cls", "mcs", "klass"):
+        first = frame.f_locals.get(code.co_varnames[0])
+        owner = first if isinstance(first, type) else type(first)
+        for klass in getattr(owner, "__mro__", ()):
+            attribute = klass.__dict__.get(name)
+            function = getattr(attribute, "__func__", attribute)  # classmethod, staticmethod
+            function = getattr(function, "fget", function)  # property
+            if getattr(function, "__code__", None) is code:
+                qualname = f"{klass.__qualname__}.{name}"
+                break
+    if len(_QUALNAMES) < 20_000:
+        _QUALNAMES[code] = qualname
+    return qualname
 
 
 def package_dir(module_name: str) -> str | None:

@@ -366,32 +366,15 @@ def human_bytes(value: Optional[float]) -> str:
     return f"{size:.1f} TiB"
 
 
-# The report is written from the agent's own OS thread. Green-thread libraries (eventlet,
-# gevent) replace os functions once the program starts; called from a thread that is not
-# theirs, the green ones wait on a hub that never runs there (a hang at exit, seen with
-# eventlet). So the file is written with the functions as they were when the agent loaded.
-_open, _write, _close, _replace, _unlink = os.open, os.write, os.close, os.replace, os.unlink
+def encode(report: dict[str, Any]) -> bytes:
+    """The bytes of the JSON report file."""
+    import json
+
+    return (json.dumps(report, indent=1) + "\n").encode("utf-8")
 
 
 def write_json(report: dict[str, Any], path: str) -> None:
-    """Write ``report`` to ``path`` atomically (temp file + rename), owner-only permissions."""
-    import json
+    """Write ``report`` to ``path`` atomically and safely (:mod:`leakagent.outputs.reportfile`)."""
+    from leakagent.outputs import reportfile
 
-    data = (json.dumps(report, indent=1) + "\n").encode("utf-8")
-    directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = _open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[_write(fd, view) :]
-        finally:
-            _close(fd)
-        _replace(temp, path)
-    except BaseException:
-        try:
-            _unlink(temp)
-        except OSError:
-            pass
-        raise
+    reportfile.write_atomically(encode(report), path)

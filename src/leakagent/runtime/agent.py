@@ -114,13 +114,31 @@ class Agent:
     def _track_multiprocessing(self, util: ModuleType) -> None:
         # multiprocessing children started by fork end with os._exit(), which skips atexit:
         # register the final report with multiprocessing's own exit finalizers in each child.
-        util.register_after_fork(self, Agent._in_multiprocessing_child)
+        # Celery's pool, billiard (a fork of multiprocessing), has the same util functions.
+        def in_child(agent: Agent) -> None:
+            util.Finalize(agent, agent.reporter.finish, exitpriority=-100)
 
-    def _in_multiprocessing_child(self) -> None:
-        import sys
+        util.register_after_fork(self, in_child)
 
-        util = sys.modules["multiprocessing.util"]
-        util.Finalize(self, self.reporter.finish, exitpriority=-100)
+    def _track_billiard_pool(self, pool: ModuleType) -> None:
+        # billiard's pool workers leave through Worker._do_exit -> os._exit() from inside the
+        # worker itself, so even the exit finalizers never run: the final report goes first.
+        worker = getattr(pool, "Worker", None)
+        do_exit = getattr(worker, "_do_exit", None)
+        if do_exit is None or getattr(do_exit, "__leakagent__", False):
+            return
+        finish = self.reporter.finish
+
+        def _do_exit(*args: Any, **kwargs: Any) -> Any:
+            try:
+                finish()
+            except Exception as exc:  # pragma: no cover - finish() contains its errors
+                guard.failed("billiard", exc)
+            return do_exit(*args, **kwargs)
+
+        _do_exit.__leakagent__ = True  # type: ignore[attr-defined]
+        _do_exit.__wrapped__ = do_exit  # type: ignore[attr-defined]
+        worker._do_exit = _do_exit  # type: ignore[union-attr]
 
     # -- user targets (LEAKAGENT_TARGETS, --target, leakagent.track) ----------------------
 
@@ -171,6 +189,8 @@ class Agent:
             for text in self.config.targets:
                 self.watch(parse_spec(text))
         importhook.when_imported("multiprocessing.util", self._track_multiprocessing)
+        importhook.when_imported("billiard.util", self._track_multiprocessing)
+        importhook.when_imported("billiard.pool", self._track_billiard_pool)
         self.reporter.start()
         self.reporter.install_exit_hooks()
         if hasattr(os, "register_at_fork"):

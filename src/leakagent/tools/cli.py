@@ -427,7 +427,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if arguments[:1] == ["report"]:  # a program named "report": leakagent -- report
         from leakagent.tools.viewer import main as view
 
-        return view(arguments[1:])
+        try:
+            code = view(arguments[1:])
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:  # `leakagent report r.json | head`: the reader has left
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd error
+            return 1
     fast = _fast_options(arguments)
     if fast is not None:
         return _launch(fast, fast.command, None)

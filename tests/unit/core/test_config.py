@@ -70,3 +70,50 @@ def test_show_internal_setting_and_launcher_option() -> None:
     assert config.load({"LEAKAGENT_SHOW_INTERNAL": "1"}).show_internal is True
     options = cli._parser().parse_args(["--all", "python", "app.py"])
     assert options.show_internal
+
+
+NUMERIC = {
+    "LEAKAGENT_THRESHOLD": 40,
+    "LEAKAGENT_REPORT_INTERVAL": 5.0,
+    "LEAKAGENT_MAX_SITES": 10_000,
+    "LEAKAGENT_MAX_LIVE_REFS": 200_000,
+    "LEAKAGENT_OTEL_MAX_SERIES": 500,
+    "LEAKAGENT_OTEL_SPAN_RATE": 10,
+    "LEAKAGENT_OTEL_EXIT_TIMEOUT": 2.0,
+    "LEAKAGENT_MEMORY_INTERVAL": 1.0,
+    "LEAKAGENT_REFRESH_SECONDS": 60.0,
+}
+FIELDS = {
+    "LEAKAGENT_THRESHOLD": "threshold",
+    "LEAKAGENT_REPORT_INTERVAL": "report_interval",
+    "LEAKAGENT_MAX_SITES": "max_sites",
+    "LEAKAGENT_MAX_LIVE_REFS": "max_live_refs",
+    "LEAKAGENT_OTEL_MAX_SERIES": "otel_max_series",
+    "LEAKAGENT_OTEL_SPAN_RATE": "otel_span_rate",
+    "LEAKAGENT_OTEL_EXIT_TIMEOUT": "otel_exit_timeout",
+    "LEAKAGENT_MEMORY_INTERVAL": "memory_interval",
+    "LEAKAGENT_REFRESH_SECONDS": "refresh_seconds",
+}
+
+
+def test_every_numeric_setting_has_a_sane_range() -> None:
+    """inf or 1e10 seconds overflowed the writer's timeout (OverflowError killed it) and
+    LEAKAGENT_MEMORY_INTERVAL=inf switched the watcher off: out of range = default + warning."""
+    assert set(config.RANGES) == set(NUMERIC)
+    for name, default in NUMERIC.items():
+        for value in ("inf", "-inf", "nan", "1e10", "99999999999999999999", "-1"):
+            loaded = config.load({name: value})
+            assert getattr(loaded, FIELDS[name]) == default, (name, value)
+            (problem,) = loaded.problems
+            assert problem.startswith(f"{name}=") and "in [" in problem, problem
+
+
+def test_values_inside_the_ranges_are_kept() -> None:
+    loaded = config.load({
+        "LEAKAGENT_REPORT_INTERVAL": "86400",
+        "LEAKAGENT_MEMORY_INTERVAL": "0.01",
+        "LEAKAGENT_MAX_LIVE_REFS": "0",
+        "LEAKAGENT_OTEL_SPAN_RATE": "0",
+    })
+    assert loaded.problems == ()
+    assert loaded.report_interval == 86400 and loaded.memory_interval == 0.01

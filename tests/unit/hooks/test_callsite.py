@@ -45,3 +45,30 @@ def test_package_dir_of_an_imported_package() -> None:
 
     assert package_dir("json.decoder") == os.path.dirname(json.__file__) + os.sep
     assert package_dir("la_not_imported_pkg") is None
+
+
+class _Base:
+    def client(self) -> object:
+        return SiteFinder().find(0)
+
+    @classmethod
+    def make(cls) -> object:
+        return SiteFinder().find(0)
+
+    @property
+    def prop(self) -> object:
+        return SiteFinder().find(0)
+
+
+class _Uploader(_Base):
+    def own(self) -> object:
+        return SiteFinder().find(0)
+
+
+def test_methods_read_with_their_class_on_every_python() -> None:
+    """3.9/3.10 have no co_qualname: sites read `in client`, not `in _Base.client`."""
+    uploader = _Uploader()
+    assert uploader.client()[2] == "_Base.client"  # type: ignore[index]
+    assert uploader.own()[2] == "_Uploader.own"  # type: ignore[index]
+    assert _Uploader.make()[2] == "_Base.make"  # type: ignore[index]
+    assert uploader.prop[2] == "_Base.prop"  # type: ignore[index]
