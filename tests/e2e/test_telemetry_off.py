@@ -16,7 +16,7 @@ import json, sys, time
 import requests
 sessions = [requests.Session() for _ in range(3)]
 time.sleep(0.3)
-heavy = ("opentelemetry", "grpc", "google.protobuf", "leakagent.outputs.telemetry._otel",
+heavy = ("opentelemetry", "grpc", "google.protobuf", "leakagent.outputs.telemetry._setup",
          "prometheus_client")
 loaded = sorted(m for m in sys.modules if m.startswith(heavy))
 threads = sorted(t.name for t in __import__("threading").enumerate())

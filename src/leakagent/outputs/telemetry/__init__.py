@@ -3,8 +3,8 @@
 This module is imported at start-up by the bootstrap, so it imports no OpenTelemetry and
 nothing heavy: it reads the configuration (:func:`plan_from_env`) and, only when export is
 configured, starts a background thread that imports the SDK and the exporters
-(:mod:`leakagent.outputs.telemetry._otel`) off the program's main thread. Creations seen before that
-thread is ready are kept in a small bounded buffer and become spans once it is.
+(:mod:`leakagent.outputs.telemetry._setup`) off the program's main thread. Creations seen
+before that thread is ready are kept in a small bounded buffer and become spans once it is.
 
 With no configuration nothing is imported and nothing goes over the network.
 """
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, Optional
 
-    from leakagent.outputs.telemetry._otel import Telemetry
+    from leakagent.outputs.telemetry._setup import Telemetry
     from leakagent.runtime.agent import Agent
 
 PART = "telemetry"
@@ -275,7 +275,7 @@ def _set_up(agent: Agent, plan: Plan) -> None:
     """Background thread: import the SDK, build providers and exporters, flush the buffer."""
     try:
         guard.fault_point(PART)
-        from leakagent.outputs.telemetry._otel import Telemetry
+        from leakagent.outputs.telemetry._setup import Telemetry
 
         telemetry = Telemetry(agent, plan)
         telemetry.start()

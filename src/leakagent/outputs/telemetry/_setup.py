@@ -1,4 +1,6 @@
-"""The OpenTelemetry side: providers, exporters, observable instruments and spans.
+"""The set-up: private providers, exporters (wrapped quiet), resource, final flush.
+
+The instruments live in :mod:`._instruments`, the spans in :mod:`._spans`.
 
 Imported only by the background set-up thread of :mod:`leakagent.outputs.telemetry`, and only when
 export is configured.
@@ -29,10 +31,8 @@ import threading
 import time
 from contextvars import ContextVar
 
-from opentelemetry import context as otel_context
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace as otel_trace
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     MetricExporter,
@@ -46,48 +46,21 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from leakagent import __version__
-from leakagent.core import guard, log
-from leakagent.core.tracker import LOCAL_KIND
-from leakagent.outputs.memory import read_rss, resolve_limit
-from leakagent.outputs.telemetry import PART, Plan
-from leakagent.outputs.telemetry.limits import (
-    FILE,
-    FUNCTION,
-    KIND,
-    LINE,
-    OVERFLOW,
-    SeriesMap,
-    SpanLimiter,
-)
+from leakagent.core import log
+from leakagent.outputs.memory import resolve_limit
+from leakagent.outputs.telemetry import Plan
+from leakagent.outputs.telemetry._instruments import Instruments
+from leakagent.outputs.telemetry._spans import SCOPE, Spans
+from leakagent.outputs.telemetry.limits import SeriesMap, SpanLimiter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
-    from typing import Any, Callable, Optional
+    from collections.abc import Sequence
+    from typing import Any, Optional
 
-    from opentelemetry.metrics import Meter
     from opentelemetry.trace import Tracer
 
     from leakagent.runtime.agent import Agent
-
-SCOPE = "leakagent"
-
-# Metric names (documented in docs/opentelemetry.md).
-CREATED = "leakagent.instances.created"
-LIVE = "leakagent.instances.live"
-MAX_PER_THREAD = "leakagent.instances.max_per_thread"
-LOCALS_CREATED = "leakagent.thread_local.created"
-SUSPECTS = "leakagent.suspects"
-CALL_SITES = "leakagent.call_sites"
-MEMORY_USAGE = "process.memory.usage"
-MEMORY_LIMIT = "leakagent.memory.limit"
-
-# Attribute keys.
-BASE = "leakagent.base"
-VERDICT = "leakagent.verdict"
-SUSPECT = "leakagent.suspect"
-THREAD_ID = "thread.id"
-THREAD_NAME = "thread.name"
 
 _quiet: ContextVar[bool] = ContextVar("leakagent_quiet_export", default=False)
 _said_export_error = False
@@ -289,7 +262,7 @@ def _prometheus_reader(plan: Plan) -> Optional[MetricReader]:
     return reader
 
 
-class Telemetry:
+class Telemetry(Instruments, Spans):
     """The export layer of one process."""
 
     def __init__(self, agent: Agent, plan: Plan) -> None:
@@ -350,275 +323,6 @@ class Telemetry:
             shared = otel_metrics.get_meter_provider().get_meter(SCOPE, __version__)
             self._register(shared, self._global_meter_active)
         _install_quiet_filter()
-
-    def _global_meter_active(self) -> bool:
-        if not self._global_meter_seen:
-            from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-
-            provider = otel_metrics.get_meter_provider()
-            self._global_meter_seen = isinstance(provider, SdkMeterProvider) and (
-                provider is not self.meter_provider
-            )
-        return self._global_meter_seen
-
-    def _tracer(self) -> Optional[Tracer]:
-        if not self.plan.traces:  # OTEL_TRACES_EXPORTER=none: no spans, whoever the provider
-            return None
-        if self._global_tracer is not None:
-            return self._global_tracer
-        provider = otel_trace.get_tracer_provider()
-        if isinstance(provider, TracerProvider) and provider is not self.tracer_provider:
-            self._global_tracer = provider.get_tracer(SCOPE, __version__)
-            return self._global_tracer
-        return self._private_tracer
-
-    # -- metrics --------------------------------------------------------------------------
-
-    def _register(self, meter: Meter, active: Callable[[], bool]) -> None:
-        def gated(
-            read: Callable[[], Iterable[Observation]],
-        ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-            def callback(options: CallbackOptions) -> Iterable[Observation]:
-                if guard.is_off(PART) or not active():
-                    return []
-                try:
-                    return list(read())
-                except Exception as exc:
-                    guard.failed(PART, exc)
-                    return []
-
-            return callback
-
-        meter.create_observable_counter(
-            CREATED,
-            [gated(self._observe_created)],
-            unit="{instance}",
-            description="Instances created, per kind and call site (threading.local included).",
-        )
-        meter.create_observable_up_down_counter(
-            LIVE,
-            [gated(self._observe_live)],
-            unit="{instance}",
-            description="Instances created and not yet freed, per kind and call site.",
-        )
-        meter.create_observable_gauge(
-            MAX_PER_THREAD,
-            [gated(self._observe_max_per_thread)],
-            unit="{instance}",
-            description="Most instances created by one thread at the call site "
-            "(a site is a suspect above LEAKAGENT_THRESHOLD).",
-        )
-        meter.create_observable_counter(
-            LOCALS_CREATED,
-            [gated(self._observe_locals)],
-            unit="{instance}",
-            description="threading.local objects (and subclasses) created, per call site.",
-        )
-        meter.create_observable_up_down_counter(
-            SUSPECTS,
-            [gated(self._observe_suspects)],
-            unit="{call_site}",
-            description="Call sites currently suspected of creating a client on every call, "
-            "per kind, call site and verdict (churn or retention).",
-        )
-        meter.create_observable_up_down_counter(
-            CALL_SITES,
-            [gated(self._observe_call_sites)],
-            unit="{call_site}",
-            description="Call sites tracked, per kind.",
-        )
-        meter.create_observable_up_down_counter(
-            MEMORY_USAGE,
-            [gated(self._observe_memory)],
-            unit="By",
-            description="The amount of physical memory in use (resident set size).",
-        )
-        if self._memory_limit is not None:
-            meter.create_observable_up_down_counter(
-                MEMORY_LIMIT,
-                [gated(self._observe_memory_limit)],
-                unit="By",
-                description="Memory limit of the container (cgroup memory.max or "
-                "memory.limit_in_bytes), when there is one.",
-            )
-
-    def sites(self) -> list[dict[str, Any]]:
-        """The tracker's snapshot, shared by the callbacks of one collection."""
-        with self._snapshot_lock:
-            taken, sites = self._snapshot
-            now = time.monotonic()
-            if now - taken > 0.2:
-                sites = self.tracker.snapshot()
-                self._snapshot = (now, sites)
-            return sites
-
-    def _per_site(
-        self, value: Callable[[dict[str, Any]], int], which: Callable[[dict[str, Any]], bool]
-    ) -> Iterable[Observation]:
-        overflow: Optional[int] = None
-        for site in self.sites():
-            if not which(site):
-                continue
-            attrs = self.series.attributes(site)
-            if attrs is None:
-                overflow = (overflow or 0) + value(site)
-            else:
-                yield Observation(value(site), attrs)
-        if overflow is not None:
-            yield Observation(overflow, {OVERFLOW: True})
-
-    def _observe_created(self) -> Iterable[Observation]:
-        return self._per_site(lambda s: s["created"], lambda s: True)
-
-    def _observe_live(self) -> Iterable[Observation]:
-        return self._per_site(lambda s: s["live"], lambda s: True)
-
-    def _observe_max_per_thread(self) -> Iterable[Observation]:
-        sites = [s for s in self.sites() if self.series.attributes(s) is not None]
-        return [Observation(s["max_per_thread"], self.series.attributes(s)) for s in sites]
-
-    def _observe_locals(self) -> Iterable[Observation]:
-        return self._per_site(
-            lambda s: s["created"], lambda s: LOCAL_KIND in (s["kind"], s["base"])
-        )
-
-    def _observe_suspects(self) -> Iterable[Observation]:
-        overflow = 0
-        for site in self.sites():
-            if not site["suspect"]:
-                continue
-            attrs = self.suspect_series.attributes(site)
-            if attrs is None:
-                overflow += 1
-            else:
-                yield Observation(1, {**attrs, VERDICT: site["verdict"] or "churn"})
-        if overflow:
-            yield Observation(overflow, {OVERFLOW: True})
-
-    def _observe_call_sites(self) -> Iterable[Observation]:
-        kinds: dict[str, int] = {}
-        for site in self.sites():
-            kinds[site["kind"]] = kinds.get(site["kind"], 0) + 1
-        return [Observation(count, {KIND: kind}) for kind, count in kinds.items()]
-
-    def _observe_memory(self) -> Iterable[Observation]:
-        rss = read_rss()
-        return [] if rss is None else [Observation(rss)]
-
-    def _observe_memory_limit(self) -> Iterable[Observation]:
-        return [] if self._memory_limit is None else [Observation(self._memory_limit)]
-
-    # -- spans ----------------------------------------------------------------------------
-
-    def on_creation(
-        self, kind: str, site: tuple[str, int, str], start_ns: int, end_ns: int
-    ) -> None:
-        """A counted creation on the current thread: maybe a span (rate-limited per site)."""
-        held = self.limiter.allow((kind, *site), time.monotonic())
-        if held is None:
-            return
-        tracer = self._tracer()
-        if tracer is None:
-            return
-        offset = self._time_offset_ns
-        self._creation_span(
-            tracer,
-            kind,
-            site,
-            start_ns + offset,
-            end_ns + offset,
-            threading.get_ident(),
-            threading.current_thread().name,
-            None,
-            held,
-        )
-
-    def _creation_span(
-        self,
-        tracer: Tracer,
-        kind: str,
-        site: tuple[str, int, str],
-        start: int,
-        end: int,
-        ident: int,
-        thread_name: str,
-        parent: Any,
-        held: int,
-    ) -> None:
-        attributes: dict[str, Any] = {
-            KIND: kind,
-            FILE: site[0],
-            LINE: site[1],
-            FUNCTION: site[2],
-            THREAD_ID: ident,
-            THREAD_NAME: thread_name,
-        }
-        if held:
-            attributes["leakagent.spans.held_back"] = held
-        span = tracer.start_span(kind, context=parent, attributes=attributes, start_time=start)
-        span.end(end_time=end)
-
-    def on_suspect(
-        self, site: dict[str, Any], event: str, parent: Any = None, when: Optional[int] = None
-    ) -> None:
-        """A call site became a suspect (or turned to retention): one span that says so."""
-        tracer = self._tracer()
-        if tracer is None:
-            return
-        attributes: dict[str, Any] = {
-            SUSPECT: True,
-            "leakagent.event": event,
-            KIND: site["kind"],
-            VERDICT: site["verdict"] or "churn",
-            FILE: site["file"],
-            LINE: site["line"],
-            FUNCTION: site["function"],
-            "leakagent.created": site["created"],
-            "leakagent.live": site["live"],
-            "leakagent.threads": site["threads"],
-            "leakagent.max_per_thread": site["max_per_thread"],
-            "leakagent.threshold": self.config.threshold,
-            THREAD_ID: threading.get_ident(),
-            THREAD_NAME: threading.current_thread().name,
-        }
-        if site.get("base"):
-            attributes[BASE] = site["base"]
-        when = when or time.time_ns()
-        span = tracer.start_span(
-            f"leakagent suspect {site['kind']}",
-            context=parent,
-            attributes=attributes,
-            start_time=when,
-        )
-        span.add_event(
-            "leakagent.suspect",
-            {"leakagent.verdict": attributes[VERDICT], "leakagent.event": event},
-            timestamp=when,
-        )
-        span.end(end_time=when)
-
-    def replay(
-        self,
-        creations: list[tuple[Any, ...]],
-        suspects: list[tuple[dict[str, Any], str, Any, int]],
-        dropped: int,
-    ) -> None:
-        """Spans for what happened before the layer was ready (set-up thread)."""
-        if dropped:
-            log.info(f"{dropped} creations made before export was ready are not spans")
-        tracer = self._tracer()
-        if tracer is None:
-            return
-        empty = otel_context.Context()
-        for kind, site, start, end, ident, thread_name, parent in creations:
-            held = self.limiter.allow((kind, *site), time.monotonic())
-            if held is not None:
-                context = parent if parent is not None else empty
-                self._creation_span(
-                    tracer, kind, site, start, end, ident, thread_name, context, held
-                )
-        for site, event, parent, when in suspects:
-            self.on_suspect(site, event, parent if parent is not None else empty, when)
 
     # -- the end --------------------------------------------------------------------------
 
