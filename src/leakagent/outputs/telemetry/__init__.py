@@ -22,10 +22,13 @@ from leakagent.hooks import importhook
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
 
+    from leakagent.core.config import Config
+    from leakagent.core.tracker import Tracker
     from leakagent.outputs.telemetry._setup import Telemetry
-    from leakagent.runtime.agent import Agent
+
+    SuspectListener = Callable[[dict[str, Any], str], None]
 
 PART = "telemetry"
 TRACES_EXPORTERS = ("otlp", "console", "none")
@@ -165,9 +168,19 @@ class Early:
         self.setting_up = _thread.allocate_lock()  # held while the set-up thread works
 
 
+class Host:
+    """What the export layer is given by the composition root (it imports nothing above)."""
+
+    __slots__ = ("config", "tracker")
+
+    def __init__(self, tracker: Tracker, config: Config) -> None:
+        self.tracker = tracker
+        self.config = config
+
+
 _early = Early()
 _plan: Optional[Plan] = None
-_agent: Optional[Agent] = None
+_host: Optional[Host] = None
 
 
 def _current_context() -> Any:
@@ -235,24 +248,34 @@ def _listen_to_patcher(module: Any) -> None:
         module.listeners.append(_on_creation)
 
 
-def start(agent: Agent) -> Optional[Plan]:
-    """Start export when the ``OTEL_*`` variables ask for it; returns the plan (or None)."""
-    global _plan, _agent
+def start(
+    tracker: Tracker,
+    config: Config,
+    add_suspect_listener: Callable[[SuspectListener], None],
+    add_finish_hook: Callable[[Callable[[], None]], None],
+) -> Optional[Plan]:
+    """Start export when the ``OTEL_*`` variables ask for it; returns the plan (or None).
+
+    The composition root hands over the tracker and the configuration, and two ways in: a
+    suspect listener (a suspect becomes a span) and a finish hook (the flush at exit, SIGTERM).
+    """
+    global _plan, _host
     plan = plan_from_env()
     for problem in plan.problems:
         log.warning(problem)
     if not plan.enabled:
         return None
-    _plan, _agent = plan, agent
-    agent.suspect_listeners.append(_on_suspect)
+    host = Host(tracker, config)
+    _plan, _host = plan, host
+    add_suspect_listener(_on_suspect)
     # patcher imports wrapt: listen once it is imported (when a client library is), not now.
     importhook.when_imported("leakagent.hooks.patcher", _listen_to_patcher)
-    agent.reporter.finish_hooks.append(_finish)
+    add_finish_hook(_finish)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
     _wait_at_exit()
     _early.setting_up.acquire()
-    _thread.start_new_thread(_set_up, (agent, plan))
+    _thread.start_new_thread(_set_up, (host, plan))
     return plan
 
 
@@ -271,13 +294,13 @@ def _wait_at_exit() -> None:
         os.register_at_fork(before=_before_fork)
 
 
-def _set_up(agent: Agent, plan: Plan) -> None:
+def _set_up(host: Host, plan: Plan) -> None:
     """Background thread: import the SDK, build providers and exporters, flush the buffer."""
     try:
         guard.fault_point(PART)
         from leakagent.outputs.telemetry._setup import Telemetry
 
-        telemetry = Telemetry(agent, plan)
+        telemetry = Telemetry(host.tracker, host.config, plan)
         telemetry.start()
         with _early.lock:
             creations, _early.creations = _early.creations, []
@@ -337,10 +360,7 @@ def _finish() -> None:
 
 
 def _exit_timeout() -> float:
-    from leakagent.runtime import agent as bootstrap
-
-    agent = bootstrap.get_agent()
-    return agent.config.otel_exit_timeout if agent is not None else 2.0
+    return _host.config.otel_exit_timeout if _host is not None else 2.0
 
 
 FORK_WAIT = 5.0
@@ -366,9 +386,9 @@ def _after_fork_in_child() -> None:
             _early.setting_up = _thread.allocate_lock()  # the set-up thread is not in the child
             _early.creations.clear()
             _early.suspects.clear()
-            if _agent is not None and _plan is not None:
+            if _host is not None and _plan is not None:
                 _early.setting_up.acquire()
-                _thread.start_new_thread(_set_up, (_agent, _plan))
+                _thread.start_new_thread(_set_up, (_host, _plan))
     except Exception as exc:
         guard.failed(PART, exc)
 

@@ -60,7 +60,8 @@ if TYPE_CHECKING:
 
     from opentelemetry.trace import Tracer
 
-    from leakagent.runtime.agent import Agent
+    from leakagent.core.config import Config
+    from leakagent.core.tracker import Tracker
 
 _quiet: ContextVar[bool] = ContextVar("leakagent_quiet_export", default=False)
 _said_export_error = False
@@ -265,11 +266,10 @@ def _prometheus_reader(plan: Plan) -> Optional[MetricReader]:
 class Telemetry(Instruments, Spans):
     """The export layer of one process."""
 
-    def __init__(self, agent: Agent, plan: Plan) -> None:
-        self.agent = agent
+    def __init__(self, tracker: Tracker, config: Config, plan: Plan) -> None:
         self.plan = plan
-        self.config = agent.config
-        self.tracker = agent.tracker
+        self.config = config
+        self.tracker = tracker
         self.series = SeriesMap(self.config.otel_max_series)
         self.suspect_series = SeriesMap(self.config.otel_max_series)
         self.limiter = SpanLimiter(self.config.otel_span_rate)
