@@ -202,6 +202,7 @@ def test_series_cap_overflow_and_traces_off(tmp_path: Path, grpc_receiver: Any) 
         app,
         env=clean_env(
             LEAKAGENT_OTEL_MAX_SERIES="2",
+            LEAKAGENT_OTEL_EXIT_TIMEOUT="20",  # a short program: the SDK is imported at exit
             LEAKAGENT_TRACK_LOCALS="0",  # only the 10 sessions (gRPC's import makes a local)
             OTEL_TRACES_EXPORTER="none",
             OTEL_METRICS_EXPORTER="otlp",

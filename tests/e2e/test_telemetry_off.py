@@ -53,7 +53,10 @@ def test_missing_prometheus_exporter_is_said_once(tmp_path: Path) -> None:
     (shim / "prometheus_client.py").write_text(
         "raise ImportError(\"No module named 'prometheus_client'\", name='prometheus_client')\n"
     )
-    app = write_script(tmp_path, "import requests\nrequests.Session()\nprint('ok')\n")
+    # Prometheus is scraped, not pushed at exit: the program lives past the set-up delay.
+    app = write_script(
+        tmp_path, "import requests, time\nrequests.Session()\ntime.sleep(1.5)\nprint('ok')\n"
+    )
     env = clean_env(
         OTEL_METRICS_EXPORTER="prometheus",
         OTEL_EXPORTER_PROMETHEUS_PORT=str(free_port()),

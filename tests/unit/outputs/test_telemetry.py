@@ -151,7 +151,7 @@ def test_settings_are_documented_and_validated() -> None:
     assert (loaded.otel_max_series, loaded.otel_span_rate, loaded.otel_exit_timeout) == (
         500,
         10,
-        2.0,
+        0.4,
     )
     assert len(loaded.problems) == 3
     for name in (

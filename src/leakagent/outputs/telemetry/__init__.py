@@ -39,6 +39,10 @@ PROMETHEUS_HOST = "127.0.0.1"  # loopback unless OTEL_EXPORTER_PROMETHEUS_HOST s
 PROMETHEUS_PORT = 9464
 EARLY_BUFFER = 256
 """Most creations remembered before the export layer is ready (then they are dropped)."""
+SETUP_DELAY = 1.0
+"""Seconds the SDK import waits after start, unless a client creation, a suspect or the exit
+(when there is something to export) wakes it first: the first lines of a program that
+makes no client do not compete with it."""
 
 
 class Plan:
@@ -165,7 +169,29 @@ class Early:
         self.suspects: list[tuple[dict[str, Any], str, Any, int]] = []
         self.dropped = 0
         self.ready: Optional[Telemetry] = None
-        self.setting_up = _thread.allocate_lock()  # held while the set-up thread works
+        self.setting_up = _thread.allocate_lock()  # held while the set-up thread lives
+        self.wake = _thread.allocate_lock()  # held until the set-up should start at once
+        self.importing = False  # the set-up thread is past its delay, importing the SDK
+        self.finished = False  # the exit flush ran, or was skipped
+        self.unwanted = False  # the exit found nothing to export: the set-up need not run
+
+    def start_thread(self, host: Host, plan: Plan) -> None:
+        """The set-up thread: it sleeps up to :data:`SETUP_DELAY`, then imports the SDK."""
+        self.importing = False
+        self.finished = False
+        self.unwanted = False
+        self.setting_up.acquire()
+        if not self.wake.locked():
+            self.wake.acquire()
+        _thread.start_new_thread(_set_up, (host, plan))
+
+    def wake_up(self) -> None:
+        """Start the set-up now (a suspect, or the exit with something to export)."""
+        if self.wake.locked():
+            try:
+                self.wake.release()
+            except RuntimeError:  # released by another thread just now
+                pass
 
 
 class Host:
@@ -201,6 +227,7 @@ def _on_creation(kind: str, site: tuple[str, int, str], start_ns: int, end_ns: i
         if ready is not None:
             ready.on_creation(kind, site, start_ns, end_ns)
             return
+        _early.wake_up()  # a client was made: set up export now, not after the delay
         wall_end = time.time_ns()
         start = wall_end - (end_ns - start_ns)
         ident = _thread.get_ident()
@@ -227,10 +254,11 @@ def _on_suspect(site: dict[str, Any], event: str) -> None:
         if ready is None:
             with _early.lock:
                 ready = _early.ready
-                if ready is None:
-                    if len(_early.suspects) < EARLY_BUFFER:
-                        _early.suspects.append((site, event, _current_context(), time.time_ns()))
-                    return
+                if ready is None and len(_early.suspects) < EARLY_BUFFER:
+                    _early.suspects.append((site, event, _current_context(), time.time_ns()))
+            if ready is None:
+                _early.wake_up()  # a finding: export it soon, not after the delay
+                return
         ready.on_suspect(site, event)
     except Exception as exc:
         guard.failed(PART, exc)
@@ -274,8 +302,7 @@ def start(
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
     _wait_at_exit()
-    _early.setting_up.acquire()
-    _thread.start_new_thread(_set_up, (host, plan))
+    _early.start_thread(host, plan)
     return plan
 
 
@@ -287,7 +314,7 @@ def _wait_at_exit() -> None:
     import concurrent.futures.thread  # noqa: F401
     import threading
 
-    threading._register_atexit(_wait_for_set_up)  # type: ignore[attr-defined]
+    threading._register_atexit(_finish)  # type: ignore[attr-defined]
     if hasattr(os, "register_at_fork"):
         # Likewise after concurrent.futures' fork handler, which takes a lock the set-up
         # thread may need: ours must run first.
@@ -297,6 +324,11 @@ def _wait_at_exit() -> None:
 def _set_up(host: Host, plan: Plan) -> None:
     """Background thread: import the SDK, build providers and exporters, flush the buffer."""
     try:
+        if _early.wake.acquire(timeout=SETUP_DELAY):
+            _early.wake.release()
+        if _early.unwanted:  # the program ended first, with nothing to export
+            return
+        _early.importing = True
         guard.fault_point(PART)
         from leakagent.outputs.telemetry._setup import Telemetry
 
@@ -320,7 +352,7 @@ def _set_up(host: Host, plan: Plan) -> None:
                 "and opentelemetry-exporter-otlp)",
             )
             return
-        if _exit_deadline is not None:
+        if _exit_deadline is not None or _early.unwanted:
             # The program ended before export was ready: nothing to report, not a bug.
             log.info(f"telemetry not started: the program ended first ({exc!r})")
             return
@@ -343,24 +375,86 @@ def _time_left() -> float:
     return max(0.0, _exit_deadline - time.monotonic())
 
 
-def _wait_for_set_up() -> None:
-    if _early.ready is None and _early.setting_up.acquire(timeout=_time_left()):
-        _early.setting_up.release()
+def _worth_exporting(host: Host) -> bool:
+    """Anything for the exporter at exit: a suspect, or a site the metrics would list."""
+    if _early.suspects:
+        return True
+    totals = host.tracker.totals()
+    if totals["suspects"]:
+        return True
+    if not totals["created"]:
+        return False
+    show_internal = _show_internal(host.config)
+    return any(_listed(site, show_internal) for site in host.tracker.snapshot())
+
+
+def _show_internal(config: Config) -> bool:
+    """``LEAKAGENT_SHOW_INTERNAL``: list the standard library's and the agent's own sites."""
+    value = getattr(config, "show_internal", None)
+    if value is None:
+        value = os.environ.get("LEAKAGENT_SHOW_INTERNAL", "").strip().lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+        )
+    return bool(value)
+
+
+INTERNAL_ORIGINS = ("stdlib", "agent")
+
+
+def _listed(site: Mapping[str, Any], show_internal: bool) -> bool:
+    """Whether a site is exported as its own series (issue 10 item 4: quiet by default)."""
+    return (
+        show_internal
+        or bool(site.get("suspect"))
+        or site.get("origin", "user") not in INTERNAL_ORIGINS
+    )
 
 
 def _finish() -> None:
-    """Reporter finish hook (atexit, SIGTERM): flush, all within the exit bound.
+    """The exit flush (threading's exit hooks, then the reporter's finish hooks: atexit,
+    SIGTERM), once, all within the exit bound.
 
-    A short program may end before the set-up thread is ready: wait for it, within the bound.
+    Nothing to export (no suspect, no listed site, or only Prometheus, which is scraped): no
+    wait at all (the set-up thread, maybe still asleep, dies with the process). Every OTLP
+    collector refusing connections (down): no wait either, said at INFO level. Else the
+    set-up is woken if it still sleeps, waited for, and the providers flushed, all within
+    the bound.
     """
-    _wait_for_set_up()
+    if _early.finished:
+        return
+    _early.finished = True
+    host = _host
+    if host is None:
+        return
+    plan = _plan
+    if plan is None or not any(name != "prometheus" for name in (*plan.traces, *plan.metrics)):
+        _early.unwanted = True
+        return  # Prometheus is scraped: nothing to push at exit
     ready = _early.ready
+    if not _worth_exporting(host):
+        _early.unwanted = True
+        log.info("telemetry: nothing to export at exit; not waiting for the exporter")
+        return
+    from leakagent.outputs.telemetry.probe import refusing_collectors
+
+    refused = refusing_collectors(plan)
+    if refused is not None:  # a dead collector: nothing to wait for
+        log.info(f"telemetry not flushed at exit: {refused} refused the connection")
+        return
+    if ready is None:
+        _early.wake_up()
+        if _early.setting_up.acquire(timeout=_time_left()):
+            _early.setting_up.release()
+        ready = _early.ready
     if ready is not None:
         ready.finish(_time_left())
 
 
 def _exit_timeout() -> float:
-    return _host.config.otel_exit_timeout if _host is not None else 2.0
+    return _host.config.otel_exit_timeout if _host is not None else 0.4
 
 
 FORK_WAIT = 5.0
@@ -369,14 +463,16 @@ FORK_WAIT = 5.0
 
 def _before_fork() -> None:
     """Let the set-up finish before a fork: a child must not inherit half-imported modules
-    (their import locks belong to a thread that does not exist in the child)."""
-    if _early.ready is None and _early.setting_up.acquire(timeout=FORK_WAIT):
+    (their import locks belong to a thread that does not exist in the child). A set-up
+    thread still asleep is not waited for: the child starts its own."""
+    if _early.ready is None and _early.importing and _early.setting_up.acquire(timeout=FORK_WAIT):
         _early.setting_up.release()
 
 
 def _after_fork_in_child() -> None:
     global _exit_deadline
     _exit_deadline = None
+    _early.finished = False  # the child exits, and flushes, on its own
     try:
         ready = _early.ready
         if ready is not None:
@@ -384,11 +480,11 @@ def _after_fork_in_child() -> None:
         else:  # forked before the set-up finished: the child sets itself up
             _early.lock = _thread.allocate_lock()
             _early.setting_up = _thread.allocate_lock()  # the set-up thread is not in the child
+            _early.wake = _thread.allocate_lock()
             _early.creations.clear()
             _early.suspects.clear()
             if _host is not None and _plan is not None:
-                _early.setting_up.acquire()
-                _thread.start_new_thread(_set_up, (_host, _plan))
+                _early.start_thread(_host, _plan)
     except Exception as exc:
         guard.failed(PART, exc)
 

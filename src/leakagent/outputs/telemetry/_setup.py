@@ -327,7 +327,7 @@ class Telemetry(Instruments, Spans):
     # -- the end --------------------------------------------------------------------------
 
     def finish(self, timeout: float) -> None:
-        """Flush (global providers) or shut down (private ones), never longer than ``timeout``."""
+        """Flush every provider, never longer than ``timeout`` (a daemon thread does it)."""
         if self._finished:
             return
         self._finished = True
@@ -338,20 +338,22 @@ class Telemetry(Instruments, Spans):
             token = _quiet.set(True)
             try:
                 deadline = time.monotonic() + timeout
-                millis = max(1, int(timeout * 1000))
+
+                def left() -> int:
+                    return max(1, int((deadline - time.monotonic()) * 1000))
+
                 if self._global_tracer is not None:
                     flush = getattr(otel_trace.get_tracer_provider(), "force_flush", None)
                     if flush is not None:
-                        flush(millis)
+                        flush(left())
                 if self._global_meter_seen:
                     flush = getattr(otel_metrics.get_meter_provider(), "force_flush", None)
                     if flush is not None:
-                        flush(max(1, int((deadline - time.monotonic()) * 1000)))
+                        flush(left())
                 if self.tracer_provider is not None:
-                    self.tracer_provider.shutdown()
+                    self.tracer_provider.force_flush(left())
                 if self.meter_provider is not None:
-                    left = max(1, int((deadline - time.monotonic()) * 1000))
-                    self.meter_provider.shutdown(timeout_millis=left)
+                    self.meter_provider.force_flush(left())
             except Exception as exc:
                 _said_once(repr(exc))
             finally:
@@ -359,7 +361,11 @@ class Telemetry(Instruments, Spans):
                 done.release()
 
         # A raw daemon thread: if the collector is slow the process still exits on time.
-        _thread.start_new_thread(work, ())
+        try:
+            _thread.start_new_thread(work, ())
+        except RuntimeError as exc:  # 3.12+: no new thread once the interpreter finalizes
+            log.info(f"telemetry not flushed: {exc}")
+            return
         if not done.acquire(timeout=timeout):
             log.info(f"telemetry flush did not finish within {timeout:g} s; exiting anyway")
 
