@@ -219,3 +219,22 @@ def test_opentelemetry_instrument_runs_the_launcher_inside() -> None:
     assert command[4] == sys.executable
     assert command[index + 1 :] == ["leakagent", "python", "app.py", "--flag"]
     assert cli._through_opentelemetry_instrument(["python", "app.py"]) == ["python", "app.py"]
+
+
+def test_malformed_otlp_timeout_and_endpoint_cost_only_their_part() -> None:
+    """Issue 13 item 7: each named once; the timeout handed over, the exporter left out."""
+    plan = plan_from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "abc",
+            "OTEL_METRICS_EXPORTER": "otlp,prometheus",
+        }
+    )
+    assert plan.traces == ("otlp",) and plan.metrics == ("prometheus",)
+    assert plan.traces_timeout == 10.0
+    assert len(plan.problems) == 2
+    assert sum("OTEL_EXPORTER_OTLP_TIMEOUT" in p for p in plan.problems) == 1
+    assert sum("OTEL_EXPORTER_OTLP_ENDPOINT" in p and "[::1" not in p for p in plan.problems) == 1
+    good = plan_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"})
+    assert good.traces == ("otlp",) and good.traces_timeout is None and not good.problems

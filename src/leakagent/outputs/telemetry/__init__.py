@@ -52,11 +52,13 @@ class Plan:
         "export_interval_ms",
         "metrics",
         "metrics_protocol",
+        "metrics_timeout",
         "problems",
         "prometheus_host",
         "prometheus_port",
         "traces",
         "traces_protocol",
+        "traces_timeout",
     )
 
     def __init__(self) -> None:
@@ -68,6 +70,10 @@ class Plan:
         self.prometheus_port = PROMETHEUS_PORT
         self.export_interval_ms: Optional[float] = None  # None: the SDK's default (60 s)
         self.problems: list[str] = []
+        # Seconds handed to the OTLP exporter when a timeout variable is malformed (else
+        # None: the SDK reads the variables itself).
+        self.traces_timeout: Optional[float] = None
+        self.metrics_timeout: Optional[float] = None
 
     @property
     def enabled(self) -> bool:
@@ -121,6 +127,71 @@ def _protocol(env: Mapping[str, str], signal: str, plan: Plan) -> str:
     return DEFAULT_PROTOCOL
 
 
+OTLP_TIMEOUT = 10.0
+"""The SDK's default OTLP timeout in seconds, used when a timeout variable is malformed."""
+
+
+def _problem_once(plan: Plan, problem: str) -> None:
+    if problem not in plan.problems:  # the shared variables serve both signals
+        plan.problems.append(problem)
+
+
+def _timeout(env: Mapping[str, str], signal: str, plan: Plan) -> Optional[float]:
+    """None when every OTLP timeout variable of ``signal`` is usable (the SDK reads them),
+    else the seconds to hand to the exporter; a malformed one is one problem, named."""
+    chosen: Optional[float] = None
+    bad = False
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if 0 < value < float("inf"):
+            if chosen is None:
+                chosen = value
+            continue
+        bad = True
+        _problem_once(
+            plan,
+            f"{name} is not a positive number of seconds; leakagent uses "
+            f"{OTLP_TIMEOUT:g} for its exporters",
+        )
+    if not bad:
+        return None
+    return chosen if chosen is not None else OTLP_TIMEOUT
+
+
+def endpoint_is_valid(endpoint: str) -> bool:
+    """Whether an OTLP endpoint parses as a URL (or host:port) with a usable port."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
+def _endpoint_works(env: Mapping[str, str], signal: str, plan: Plan) -> bool:
+    """False (and one problem naming the variable) when the endpoint the OTLP exporter of
+    ``signal`` would use is malformed: that exporter is left out, the rest goes on."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        if endpoint_is_valid(raw):
+            return True
+        _problem_once(
+            plan, f"{name} is not a valid URL; leakagent does not export {signal.lower()} over OTLP"
+        )
+        return False
+    return True
+
+
 def plan_from_env(environ: Optional[Mapping[str, str]] = None) -> Plan:
     """Read the export plan; malformed values become one problem each (logged once)."""
     env = os.environ if environ is None else environ
@@ -131,6 +202,14 @@ def plan_from_env(environ: Optional[Mapping[str, str]] = None) -> Plan:
     plan.metrics = _exporters(env, "METRICS", METRICS_EXPORTERS, plan)
     plan.traces_protocol = _protocol(env, "TRACES", plan)
     plan.metrics_protocol = _protocol(env, "METRICS", plan)
+    if "otlp" in plan.traces:
+        plan.traces_timeout = _timeout(env, "TRACES", plan)
+        if not _endpoint_works(env, "TRACES", plan):
+            plan.traces = tuple(name for name in plan.traces if name != "otlp")
+    if "otlp" in plan.metrics:
+        plan.metrics_timeout = _timeout(env, "METRICS", plan)
+        if not _endpoint_works(env, "METRICS", plan):
+            plan.metrics = tuple(name for name in plan.metrics if name != "otlp")
     host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip()
     if host:
         plan.prometheus_host = host

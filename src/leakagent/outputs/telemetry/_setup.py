@@ -24,8 +24,10 @@ site, for the few creations that pass the limit.
 from __future__ import annotations
 
 import _thread
+import errno
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -211,7 +213,7 @@ def build_resource() -> Resource:
     return Resource.create(attributes)
 
 
-def _span_exporter(name: str, protocol: str) -> SpanExporter:
+def _span_exporter(name: str, protocol: str, timeout: Optional[float]) -> SpanExporter:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -221,15 +223,15 @@ def _span_exporter(name: str, protocol: str) -> SpanExporter:
             OTLPSpanExporter as GrpcSpanExporter,
         )
 
-        return GrpcSpanExporter()
+        return GrpcSpanExporter(timeout=timeout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
 
-    return HttpSpanExporter()
+    return HttpSpanExporter(timeout=timeout)
 
 
-def _metric_exporter(name: str, protocol: str) -> MetricExporter:
+def _metric_exporter(name: str, protocol: str, timeout: Optional[float]) -> MetricExporter:
     if name == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
@@ -239,12 +241,12 @@ def _metric_exporter(name: str, protocol: str) -> MetricExporter:
             OTLPMetricExporter as GrpcMetricExporter,
         )
 
-        return GrpcMetricExporter()
+        return GrpcMetricExporter(timeout=timeout)
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
 
-    return HttpMetricExporter()
+    return HttpMetricExporter(timeout=timeout)
 
 
 def _prometheus_reader(plan: Plan) -> Optional[MetricReader]:
@@ -257,10 +259,48 @@ def _prometheus_reader(plan: Plan) -> Optional[MetricReader]:
             f"pip install 'leakagent[prometheus]' ({exc})\n"
         )
         return None
-    reader = PrometheusMetricReader()
-    start_http_server(port=plan.prometheus_port, addr=plan.prometheus_host)
-    log.info(f"serving /metrics on {plan.prometheus_host}:{plan.prometheus_port}")
-    return reader
+    address = f"{plan.prometheus_host}:{plan.prometheus_port}"
+    try:
+        start_http_server(port=plan.prometheus_port, addr=plan.prometheus_host)
+    except OSError as exc:  # port taken (another worker), host unresolvable: the rest goes on
+        if isinstance(exc, socket.gaierror):
+            why = (
+                f"OTEL_EXPORTER_PROMETHEUS_HOST={plan.prometheus_host!r} cannot be resolved "
+                f"({exc.strerror or exc})"
+            )
+        elif exc.errno == errno.EADDRINUSE:
+            why = (
+                f"port {plan.prometheus_port} (OTEL_EXPORTER_PROMETHEUS_PORT) is taken, "
+                "maybe by another worker of this program: give each worker its own port "
+                "(see 'Several workers' in docs/opentelemetry.md)"
+            )
+        else:
+            why = f"{address} cannot be served ({exc})"
+        say_once_per_process_tree(
+            f"prometheus-{plan.prometheus_port}",
+            f"no /metrics here: {why}; OTLP export and the report go on",
+        )
+        return None
+    log.info(f"serving /metrics on {address}")
+    return PrometheusMetricReader()
+
+
+def say_once_per_process_tree(key: str, message: str) -> None:
+    """A warning the first process of the tree (the program and its workers) says; the
+    others say it at INFO level. The mark is an empty file in the temporary directory."""
+    import tempfile
+
+    root = os.environ.get("LEAKAGENT_ROOT_PID", "") or str(os.getpid())
+    mark = os.path.join(tempfile.gettempdir(), f"leakagent-{root}-{key}.said")
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        os.close(os.open(mark, flags, 0o600))
+    except FileExistsError:
+        log.info(message)
+        return
+    except OSError:
+        pass  # no temporary directory: say it here
+    log.warning(message)
 
 
 class Telemetry(Instruments, Spans):
@@ -294,7 +334,9 @@ class Telemetry(Instruments, Spans):
         if self.plan.traces:
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             for name in self.plan.traces:
-                spans = QuietSpanExporter(_span_exporter(name, self.plan.traces_protocol))
+                spans = QuietSpanExporter(
+                    _span_exporter(name, self.plan.traces_protocol, self.plan.traces_timeout)
+                )
                 provider.add_span_processor(BatchSpanProcessor(spans))
             self.tracer_provider = provider
             self._private_tracer = provider.get_tracer(SCOPE, __version__)
@@ -307,7 +349,9 @@ class Telemetry(Instruments, Spans):
                         readers.append(reader)
                 else:
                     exporter = QuietMetricExporter(
-                        _metric_exporter(name, self.plan.metrics_protocol)
+                        _metric_exporter(
+                            name, self.plan.metrics_protocol, self.plan.metrics_timeout
+                        )
                     )
                     readers.append(
                         PeriodicExportingMetricReader(
