@@ -238,3 +238,18 @@ def test_malformed_otlp_timeout_and_endpoint_cost_only_their_part() -> None:
     assert sum("OTEL_EXPORTER_OTLP_ENDPOINT" in p and "[::1" not in p for p in plan.problems) == 1
     good = plan_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"})
     assert good.traces == ("otlp",) and good.traces_timeout is None and not good.problems
+
+
+def test_malformed_headers_are_named_never_quoted() -> None:
+    """Issue 15 item 10: the variable named, the token never; the good pairs kept."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20tok-1,junk tok-2",
+        "OTEL_RESOURCE_ATTRIBUTES": "a=b,oops tok-3",
+    }
+    plan = plan_from_env(env)
+    assert plan.traces_headers == plan.metrics_headers == {"authorization": "Bearer tok-1"}
+    assert len(plan.problems) == 2
+    assert not any("tok-" in p for p in plan.problems)
+    fine = plan_from_env({**env, "OTEL_EXPORTER_OTLP_HEADERS": "a=b", "OTEL_RESOURCE_ATTRIBUTES": ""})
+    assert fine.traces_headers is None and not fine.problems

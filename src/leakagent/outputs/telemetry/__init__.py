@@ -51,12 +51,14 @@ class Plan:
     __slots__ = (
         "export_interval_ms",
         "metrics",
+        "metrics_headers",
         "metrics_protocol",
         "metrics_timeout",
         "problems",
         "prometheus_host",
         "prometheus_port",
         "traces",
+        "traces_headers",
         "traces_protocol",
         "traces_timeout",
     )
@@ -74,6 +76,10 @@ class Plan:
         # None: the SDK reads the variables itself).
         self.traces_timeout: Optional[float] = None
         self.metrics_timeout: Optional[float] = None
+        # The well-formed headers, handed to the OTLP exporter when the variable is malformed
+        # (else None: the SDK reads it), so that the SDK never logs the value.
+        self.traces_headers: Optional[dict[str, str]] = None
+        self.metrics_headers: Optional[dict[str, str]] = None
 
     @property
     def enabled(self) -> bool:
@@ -210,6 +216,12 @@ def plan_from_env(environ: Optional[Mapping[str, str]] = None) -> Plan:
         plan.metrics_timeout = _timeout(env, "METRICS", plan)
         if not _endpoint_works(env, "METRICS", plan):
             plan.metrics = tuple(name for name in plan.metrics if name != "otlp")
+    if plan.enabled:
+        from leakagent.outputs.telemetry import values
+
+        plan.problems.extend(values.problems(env))
+        plan.traces_headers = values.headers_for(env, "TRACES")
+        plan.metrics_headers = values.headers_for(env, "METRICS")
     host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip()
     if host:
         plan.prometheus_host = host

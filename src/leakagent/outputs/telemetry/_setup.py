@@ -54,11 +54,12 @@ from leakagent.outputs.telemetry import Plan
 from leakagent.outputs.telemetry._instruments import Instruments
 from leakagent.outputs.telemetry._spans import SCOPE, Spans
 from leakagent.outputs.telemetry.limits import SeriesMap, SpanLimiter
+from leakagent.outputs.telemetry.values import sensitive_fragments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
 
     from opentelemetry.trace import Tracer
 
@@ -66,6 +67,9 @@ if TYPE_CHECKING:
     from leakagent.core.tracker import Tracker
 
 _quiet: ContextVar[bool] = ContextVar("leakagent_quiet_export", default=False)
+_silent: ContextVar[bool] = ContextVar("leakagent_silent_setup", default=False)
+"""Set while leakagent builds the resource and the exporters: the SDK's records then may
+quote a malformed value (a token in a header): dropped, never repeated."""
 _said_export_error = False
 
 
@@ -77,6 +81,10 @@ class _QuietFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _silent.get():
+            return False
+        if _SENSITIVE and any(text in record.getMessage() for text in _SENSITIVE):
+            return False  # on any thread (the SDK detects resources on a thread pool)
         if not _quiet.get():
             return True
         _said_once(record.getMessage())
@@ -84,6 +92,7 @@ class _QuietFilter(logging.Filter):
 
 
 _FILTER = _QuietFilter()
+_SENSITIVE = sensitive_fragments(os.environ)
 
 
 def _said_once(message: str) -> None:
@@ -209,11 +218,29 @@ def build_resource() -> Resource:
         attributes["process.parent_pid"] = os.getppid()
     except OSError:
         pass
-    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over these.
-    return Resource.create(attributes)
+    # Resource.create merges OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME over these; a
+    # malformed pair is named by leakagent (values.problems), the SDK's record dropped.
+    _install_quiet_filter()
+    token = _silent.set(True)
+    try:
+        return Resource.create(attributes)
+    finally:
+        _silent.reset(token)
 
 
-def _span_exporter(name: str, protocol: str, timeout: Optional[float]) -> SpanExporter:
+def _built_silently(cls: Callable[..., Any], **options: Any) -> Any:
+    """An exporter built with the SDK's log records dropped (they may quote a header)."""
+    _install_quiet_filter()  # the exporter's modules, just imported, have their loggers now
+    token = _silent.set(True)
+    try:
+        return cls(**{k: v for k, v in options.items() if v is not None})
+    finally:
+        _silent.reset(token)
+
+
+def _span_exporter(
+    name: str, protocol: str, timeout: Optional[float], headers: Optional[dict[str, str]]
+) -> SpanExporter:
     if name == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -223,15 +250,17 @@ def _span_exporter(name: str, protocol: str, timeout: Optional[float]) -> SpanEx
             OTLPSpanExporter as GrpcSpanExporter,
         )
 
-        return GrpcSpanExporter(timeout=timeout)
+        return _built_silently(GrpcSpanExporter, timeout=timeout, headers=headers)  # type: ignore[no-any-return]
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HttpSpanExporter,
     )
 
-    return HttpSpanExporter(timeout=timeout)
+    return _built_silently(HttpSpanExporter, timeout=timeout, headers=headers)  # type: ignore[no-any-return]
 
 
-def _metric_exporter(name: str, protocol: str, timeout: Optional[float]) -> MetricExporter:
+def _metric_exporter(
+    name: str, protocol: str, timeout: Optional[float], headers: Optional[dict[str, str]]
+) -> MetricExporter:
     if name == "console":
         from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
@@ -241,12 +270,12 @@ def _metric_exporter(name: str, protocol: str, timeout: Optional[float]) -> Metr
             OTLPMetricExporter as GrpcMetricExporter,
         )
 
-        return GrpcMetricExporter(timeout=timeout)
+        return _built_silently(GrpcMetricExporter, timeout=timeout, headers=headers)  # type: ignore[no-any-return]
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )
 
-    return HttpMetricExporter(timeout=timeout)
+    return _built_silently(HttpMetricExporter, timeout=timeout, headers=headers)  # type: ignore[no-any-return]
 
 
 def _prometheus_reader(plan: Plan) -> Optional[MetricReader]:
@@ -335,7 +364,12 @@ class Telemetry(Instruments, Spans):
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             for name in self.plan.traces:
                 spans = QuietSpanExporter(
-                    _span_exporter(name, self.plan.traces_protocol, self.plan.traces_timeout)
+                    _span_exporter(
+                        name,
+                        self.plan.traces_protocol,
+                        self.plan.traces_timeout,
+                        self.plan.traces_headers,
+                    )
                 )
                 provider.add_span_processor(BatchSpanProcessor(spans))
             self.tracer_provider = provider
@@ -350,7 +384,10 @@ class Telemetry(Instruments, Spans):
                 else:
                     exporter = QuietMetricExporter(
                         _metric_exporter(
-                            name, self.plan.metrics_protocol, self.plan.metrics_timeout
+                            name,
+                            self.plan.metrics_protocol,
+                            self.plan.metrics_timeout,
+                            self.plan.metrics_headers,
                         )
                     )
                     readers.append(
