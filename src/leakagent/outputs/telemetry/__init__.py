@@ -425,6 +425,7 @@ def _set_up(host: Host, plan: Plan) -> None:
 
         telemetry = Telemetry(host.tracker, host.config, plan)
         telemetry.start()
+        telemetry.start_flush_worker()
         with _early.lock:
             creations, _early.creations = _early.creations, []
             suspects, _early.suspects = _early.suspects, []

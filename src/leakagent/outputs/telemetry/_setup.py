@@ -353,6 +353,10 @@ class Telemetry(Instruments, Spans):
         self._memory_limit = resolve_limit(self.config)[0]
         self._time_offset_ns = time.time_ns() - time.perf_counter_ns()
         self._finished = False
+        self._worker_ready = False
+        self._flush_timeout = 0.0
+        self._flush_request = _thread.allocate_lock()
+        self._flush_done = _thread.allocate_lock()
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -408,47 +412,67 @@ class Telemetry(Instruments, Spans):
     # -- the end --------------------------------------------------------------------------
 
     def finish(self, timeout: float) -> None:
-        """Flush every provider, never longer than ``timeout`` (a daemon thread does it)."""
+        """Flush every provider, never longer than ``timeout``.
+
+        The flush runs on the flush worker, a daemon thread started with the layer (Python
+        3.12+ starts no thread once the interpreter shuts down): if the collector is slow,
+        the process still exits on time."""
         if self._finished:
             return
         self._finished = True
-        done = _thread.allocate_lock()
-        done.acquire()
+        self._flush_timeout = timeout
+        if not self._worker_ready:
+            self.start_flush_worker()
+            if not self._worker_ready:
+                return
+        self._flush_request.release()
+        if not self._flush_done.acquire(timeout=timeout):
+            log.info(f"telemetry flush did not finish within {timeout:g} s; exiting anyway")
 
-        def work() -> None:
-            token = _quiet.set(True)
-            try:
-                deadline = time.monotonic() + timeout
-
-                def left() -> int:
-                    return max(1, int((deadline - time.monotonic()) * 1000))
-
-                if self._global_tracer is not None:
-                    flush = getattr(otel_trace.get_tracer_provider(), "force_flush", None)
-                    if flush is not None:
-                        flush(left())
-                if self._global_meter_seen:
-                    flush = getattr(otel_metrics.get_meter_provider(), "force_flush", None)
-                    if flush is not None:
-                        flush(left())
-                if self.tracer_provider is not None:
-                    self.tracer_provider.force_flush(left())
-                if self.meter_provider is not None:
-                    self.meter_provider.force_flush(left())
-            except Exception as exc:
-                _said_once(repr(exc))
-            finally:
-                _quiet.reset(token)
-                done.release()
-
-        # A raw daemon thread: if the collector is slow the process still exits on time.
+    def start_flush_worker(self) -> None:
+        """Start the daemon thread that waits for the exit flush (at set-up, after a fork)."""
+        self._flush_request = _thread.allocate_lock()
+        self._flush_request.acquire()
+        self._flush_done = _thread.allocate_lock()
+        self._flush_done.acquire()
         try:
-            _thread.start_new_thread(work, ())
+            _thread.start_new_thread(self._flush_worker, ())
         except RuntimeError as exc:  # 3.12+: no new thread once the interpreter finalizes
             log.info(f"telemetry not flushed: {exc}")
             return
-        if not done.acquire(timeout=timeout):
-            log.info(f"telemetry flush did not finish within {timeout:g} s; exiting anyway")
+        self._worker_ready = True
+
+    def _flush_worker(self) -> None:
+        self._flush_request.acquire()
+        try:
+            self._flush(self._flush_timeout)
+        finally:
+            self._flush_done.release()
+
+    def _flush(self, timeout: float) -> None:
+        token = _quiet.set(True)
+        try:
+            deadline = time.monotonic() + timeout
+
+            def left() -> int:
+                return max(1, int((deadline - time.monotonic()) * 1000))
+
+            if self._global_tracer is not None:
+                flush = getattr(otel_trace.get_tracer_provider(), "force_flush", None)
+                if flush is not None:
+                    flush(left())
+            if self._global_meter_seen:
+                flush = getattr(otel_metrics.get_meter_provider(), "force_flush", None)
+                if flush is not None:
+                    flush(left())
+            if self.tracer_provider is not None:
+                self.tracer_provider.force_flush(left())
+            if self.meter_provider is not None:
+                self.meter_provider.force_flush(left())
+        except Exception as exc:
+            _said_once(repr(exc))
+        finally:
+            _quiet.reset(token)
 
     def after_fork_in_child(self) -> None:
         """The child exports its own data: fresh limiter and snapshot, its own pid."""
@@ -456,6 +480,8 @@ class Telemetry(Instruments, Spans):
         self._snapshot_lock = threading.Lock()
         self._snapshot = (0.0, [])
         self._finished = False
+        self._worker_ready = False  # the parent's flush worker is not in the child
+        self.start_flush_worker()
         self._time_offset_ns = time.time_ns() - time.perf_counter_ns()
         pid = Resource({"process.pid": os.getpid(), "process.parent_pid": os.getppid()})
         for owned in (self.tracer_provider, self.meter_provider):
