@@ -74,6 +74,8 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
         OTEL_METRIC_EXPORT_INTERVAL="1500",
         LEAKAGENT_OTEL_SPAN_RATE="5",
         OTEL_EXPORTER_OTLP_HEADERS="x-tenant=acme,authorization=Bearer%20t0ken",
+        # A short program: the SDK import may finish at exit; give a loaded machine time.
+        LEAKAGENT_OTEL_EXIT_TIMEOUT="20",
     )
     result = run_python_launched(
         app,

@@ -476,11 +476,11 @@ def _worth_exporting(host: Host) -> bool:
         return True
     if not totals["created"]:
         return False
-    show_internal = _show_internal(host.config)
-    return any(_listed(site, show_internal) for site in host.tracker.snapshot())
+    shown = show_internal(host.config)
+    return any(listed(site, shown) for site in host.tracker.snapshot())
 
 
-def _show_internal(config: Config) -> bool:
+def show_internal(config: Config) -> bool:
     """``LEAKAGENT_SHOW_INTERNAL``: list the standard library's and the agent's own sites."""
     value = getattr(config, "show_internal", None)
     if value is None:
@@ -496,7 +496,7 @@ def _show_internal(config: Config) -> bool:
 INTERNAL_ORIGINS = ("stdlib", "agent")
 
 
-def _listed(site: Mapping[str, Any], show_internal: bool) -> bool:
+def listed(site: Mapping[str, Any], show_internal: bool) -> bool:
     """Whether a site is exported as its own series (issue 10 item 4: quiet by default)."""
     return (
         show_internal

@@ -11,7 +11,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from leakagent.core import guard
 from leakagent.core.tracker import LOCAL_KIND
 from leakagent.outputs.memory import read_rss
-from leakagent.outputs.telemetry import PART
+from leakagent.outputs.telemetry import PART, listed, show_internal
 from leakagent.outputs.telemetry._spans import VERDICT
 from leakagent.outputs.telemetry.limits import KIND, OVERFLOW, SeriesMap
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import Meter
     from opentelemetry.sdk.metrics import MeterProvider
 
+    from leakagent.core.config import Config
     from leakagent.core.tracker import Tracker
 
 # Metric names (documented in docs/opentelemetry.md).
@@ -35,11 +36,16 @@ CALL_SITES = "leakagent.call_sites"
 MEMORY_USAGE = "process.memory.usage"
 MEMORY_LIMIT = "leakagent.memory.limit"
 
+ORIGIN = "leakagent.origin"
+"""Attribute of the one series per kind that sums the standard library's and the agent's own
+sites (not suspects) unless LEAKAGENT_SHOW_INTERNAL=1 lists them (issue 10 item 4)."""
+
 
 class Instruments:
     """Mixin of :class:`~leakagent.outputs.telemetry._setup.Telemetry`: the metric side."""
 
     tracker: Tracker
+    config: Config
     series: SeriesMap
     suspect_series: SeriesMap
     meter_provider: Optional[MeterProvider]
@@ -140,8 +146,13 @@ class Instruments:
         self, value: Callable[[dict[str, Any]], int], which: Callable[[dict[str, Any]], bool]
     ) -> Iterable[Observation]:
         overflow: Optional[int] = None
+        internal: dict[str, int] = {}  # per kind: the sites not listed (quiet by default)
+        show_internal = self._show_internal()
         for site in self.sites():
             if not which(site):
+                continue
+            if not listed(site, show_internal):
+                internal[site["kind"]] = internal.get(site["kind"], 0) + value(site)
                 continue
             attrs = self.series.attributes(site)
             if attrs is None:
@@ -150,6 +161,11 @@ class Instruments:
                 yield Observation(value(site), attrs)
         if overflow is not None:
             yield Observation(overflow, {OVERFLOW: True})
+        for kind, total in internal.items():  # the totals stay exact
+            yield Observation(total, {KIND: kind, ORIGIN: "internal"})
+
+    def _show_internal(self) -> bool:
+        return show_internal(self.config)
 
     def _observe_created(self) -> Iterable[Observation]:
         return self._per_site(lambda s: s["created"], lambda s: True)
@@ -158,7 +174,10 @@ class Instruments:
         return self._per_site(lambda s: s["live"], lambda s: True)
 
     def _observe_max_per_thread(self) -> Iterable[Observation]:
-        sites = [s for s in self.sites() if self.series.attributes(s) is not None]
+        shown = self._show_internal()
+        sites = [
+            s for s in self.sites() if listed(s, shown) and self.series.attributes(s) is not None
+        ]
         return [Observation(s["max_per_thread"], self.series.attributes(s)) for s in sites]
 
     def _observe_locals(self) -> Iterable[Observation]:
