@@ -39,6 +39,7 @@ FINDING = (
     "kept = [handle() for _ in range(60)]\n"
 )
 PROGRAMS = {"pass": ["-c", "pass"], "finding": ["-c", FINDING]}
+FIRST_LINE = ["-c", "print('first line', flush=True)"]
 
 
 class Silent:
@@ -108,11 +109,27 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+def first_line(argv: list[str], env: dict[str, str]) -> float:
+    """Seconds from the start of the process to its first stdout line."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    elapsed = time.perf_counter() - start
+    proc.wait(timeout=60)
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--only", default="grpc,http", help="protocols")
+    parser.add_argument(
+        "--first-line",
+        action="store_true",
+        help="time to the first stdout line instead (healthy collector only)",
+    )
     args = parser.parse_args()
     launcher = shutil.which("leakagent", path=os.path.dirname(args.python)) or "leakagent"
     site_dir = subprocess.check_output([launcher, "--sitecustomize-dir"], text=True).strip()
@@ -120,7 +137,18 @@ def main() -> None:
     silent = Silent()
     down = closed_port()
     variants: list[tuple[str, list[str], dict[str, str]]] = []
-    for program, code in PROGRAMS.items():
+    measure = timed
+    if args.first_line:
+        measure = first_line
+        variants.append(("first plain", [args.python, *FIRST_LINE], base_env()))
+        variants.append(
+            ("first container", [args.python, *FIRST_LINE], {**base_env(), "PYTHONPATH": site_dir})
+        )
+        for protocol in args.only.split(","):
+            healthy = grpc_port if protocol == "grpc" else http_port
+            env = {**base_env(), "PYTHONPATH": site_dir, **otlp_env(protocol, healthy)}
+            variants.append((f"first {protocol} healthy", [args.python, *FIRST_LINE], env))
+    for program, code in ({} if args.first_line else PROGRAMS).items():
         variants.append((f"{program} plain", [args.python, *code], base_env()))
         for protocol in args.only.split(","):
             healthy = grpc_port if protocol == "grpc" else http_port
@@ -132,11 +160,11 @@ def main() -> None:
     try:
         for _ in range(2):  # warm the page cache and .pyc files
             for _name, argv, env in variants:
-                timed(argv, env)
+                measure(argv, env)
         for round_ in range(args.runs):
             shift = round_ % len(variants)
             for name, argv, env in variants[shift:] + variants[:shift]:
-                times[name].append(timed(argv, env))
+                times[name].append(measure(argv, env))
     finally:
         sink.kill()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
