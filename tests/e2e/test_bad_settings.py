@@ -14,8 +14,10 @@ from tests.e2e.conftest import free_port
 from tests.helpers import clean_env, run_python_launched, write_script
 
 PROGRAM = """
+import time
 import requests
 sessions = [requests.Session() for _ in range(3)]
+time.sleep(1.5)  # the SDK set up before the exit (Python 3.12+ cannot at exit)
 print("ok")
 """
 
@@ -27,11 +29,11 @@ for _ in range(3):
     pid = os.fork()
     if pid == 0:
         requests.Session()
-        time.sleep(1.5)  # past the set-up delay: each worker asks for the port
+        time.sleep(3)  # past the set-up (on 3.12+ it cannot finish at exit): each asks for the port
         sys.exit(0)
     children.append(pid)
 requests.Session()
-time.sleep(1.5)
+time.sleep(3)
 for pid in children:
     os.waitpid(pid, 0)
 print("ok")

@@ -17,12 +17,13 @@ CANARY = "canary-malformed-token"
 GOOD_TOKEN = "canary-good-header-token"
 
 PROGRAM = """
-import threading
+import threading, time
 import requests
 sessions = [requests.Session() for _ in range(3)]
 def handle():
     return threading.local()
 kept = [handle() for _ in range(12)]
+time.sleep(1.5)  # the SDK set up before the exit (Python 3.12+ cannot at exit)
 print("done")
 """
 
