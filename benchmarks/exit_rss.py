@@ -1,4 +1,4 @@
-"""Peak RSS of a process with 10,000 call sites and no report asked for (issue 11).
+"""Peak RSS of a process with 10,000 call sites and no report asked for.
 
     python benchmarks/exit_rss.py [--runs 3]
 

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 counts: dict[str, int] = {}
 _lock = threading.Lock()
+_servers: list[object] = []  # a grpc.Server stops when collected: keep it
 
 
 def _count(name: str) -> None:
@@ -72,6 +73,7 @@ def _start_grpc() -> int:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=handlers)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    _servers.append(server)
     return int(port)
 
 

@@ -8,10 +8,11 @@ from tests.e2e.conftest import free_port
 from tests.helpers import clean_env, load_report, run_python_launched, write_script
 
 PROGRAM = """
-import threading
+import threading, time
 for _ in range(30):
     threading.local()
-print("ok")
+time.sleep(1.5)  # the set-up runs (and finds the broken install) before the exit: with a dead
+print("ok")      # collector and nothing pending, the exit does not wait for the SDK
 """
 
 

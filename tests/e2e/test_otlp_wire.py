@@ -74,6 +74,8 @@ def test_metrics_and_spans_on_the_wire(tmp_path: Path, receiver: Any) -> None:
         OTEL_METRIC_EXPORT_INTERVAL="1500",
         LEAKAGENT_OTEL_SPAN_RATE="5",
         OTEL_EXPORTER_OTLP_HEADERS="x-tenant=acme,authorization=Bearer%20t0ken",
+        # A short program: the SDK import may finish at exit; give a loaded machine time.
+        LEAKAGENT_OTEL_EXIT_TIMEOUT="20",
     )
     result = run_python_launched(
         app,
@@ -202,6 +204,7 @@ def test_series_cap_overflow_and_traces_off(tmp_path: Path, grpc_receiver: Any) 
         app,
         env=clean_env(
             LEAKAGENT_OTEL_MAX_SERIES="2",
+            LEAKAGENT_OTEL_EXIT_TIMEOUT="20",  # a short program: the SDK is imported at exit
             LEAKAGENT_TRACK_LOCALS="0",  # only the 10 sessions (gRPC's import makes a local)
             OTEL_TRACES_EXPORTER="none",
             OTEL_METRICS_EXPORTER="otlp",

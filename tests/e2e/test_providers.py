@@ -201,7 +201,8 @@ def test_forked_child_exports_its_own_data(tmp_path: Path, protocol: str) -> Non
     with cls() as receiver:
         result = run_python_launched(
             app,
-            env=clean_env(OTEL_METRIC_EXPORT_INTERVAL=INTERVAL),
+            # Two short processes import the SDK at once: give a loaded machine time for it.
+            env=clean_env(OTEL_METRIC_EXPORT_INTERVAL=INTERVAL, LEAKAGENT_OTEL_EXIT_TIMEOUT="20"),
             options=["--otlp", receiver.endpoint, "--otlp-protocol", protocol],
         )
         assert result.returncode == 0, result.stderr

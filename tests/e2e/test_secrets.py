@@ -68,6 +68,7 @@ def run(tmp_path: Path, env_extra: dict[str, str], *options: str) -> tuple[str, 
         MY_APP_SECRET="canary-environment-value",
         DATABASE_URL="postgresql://u:canary-pg-password@db/x",
         OTEL_METRIC_EXPORT_INTERVAL="500",
+        LEAKAGENT_OTEL_EXIT_TIMEOUT="20",  # short program: the SDK import may end at exit
         **env_extra,
     )
     result = subprocess.run(

@@ -16,7 +16,7 @@ import json, sys, time
 import requests
 sessions = [requests.Session() for _ in range(3)]
 time.sleep(0.3)
-heavy = ("opentelemetry", "grpc", "google.protobuf", "leakagent.outputs.telemetry._otel",
+heavy = ("opentelemetry", "grpc", "google.protobuf", "leakagent.outputs.telemetry._setup",
          "prometheus_client")
 loaded = sorted(m for m in sys.modules if m.startswith(heavy))
 threads = sorted(t.name for t in __import__("threading").enumerate())
@@ -53,7 +53,10 @@ def test_missing_prometheus_exporter_is_said_once(tmp_path: Path) -> None:
     (shim / "prometheus_client.py").write_text(
         "raise ImportError(\"No module named 'prometheus_client'\", name='prometheus_client')\n"
     )
-    app = write_script(tmp_path, "import requests\nrequests.Session()\nprint('ok')\n")
+    # Prometheus is scraped, not pushed at exit: the program lives past the set-up delay.
+    app = write_script(
+        tmp_path, "import requests, time\nrequests.Session()\ntime.sleep(1.5)\nprint('ok')\n"
+    )
     env = clean_env(
         OTEL_METRICS_EXPORTER="prometheus",
         OTEL_EXPORTER_PROMETHEUS_PORT=str(free_port()),

@@ -95,7 +95,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "LEAKAGENT_OTEL_EXIT_TIMEOUT",
-        "2",
+        "0.4",
         "Seconds the final telemetry flush may add at exit or SIGTERM, whatever the "
         "collector does.",
     ),
@@ -191,7 +191,7 @@ class Config:
         problems: tuple[str, ...] = (),
         otel_max_series: int = 500,
         otel_span_rate: int = 10,
-        otel_exit_timeout: float = 2.0,
+        otel_exit_timeout: float = 0.4,
         cgroup_root: str = "/sys/fs/cgroup",
         targets: tuple[str, ...] = (),
         disabled_targets: tuple[str, ...] = (),

@@ -208,7 +208,12 @@ class Agent:
                 telemetry,  # light: no OpenTelemetry import unless export is on
             )
 
-            telemetry.start(self)
+            telemetry.start(
+                self.tracker,
+                self.config,
+                add_suspect_listener=self.suspect_listeners.append,
+                add_finish_hook=self.reporter.finish_hooks.append,
+            )
         except Exception as exc:
             guard.failed("telemetry", exc)
 

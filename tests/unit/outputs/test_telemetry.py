@@ -151,7 +151,7 @@ def test_settings_are_documented_and_validated() -> None:
     assert (loaded.otel_max_series, loaded.otel_span_rate, loaded.otel_exit_timeout) == (
         500,
         10,
-        2.0,
+        0.4,
     )
     assert len(loaded.problems) == 3
     for name in (
@@ -219,3 +219,86 @@ def test_opentelemetry_instrument_runs_the_launcher_inside() -> None:
     assert command[4] == sys.executable
     assert command[index + 1 :] == ["leakagent", "python", "app.py", "--flag"]
     assert cli._through_opentelemetry_instrument(["python", "app.py"]) == ["python", "app.py"]
+
+
+def test_malformed_otlp_timeout_and_endpoint_cost_only_their_part() -> None:
+    """Issue 13 item 7: each named once; the timeout handed over, the exporter left out."""
+    plan = plan_from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4317",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "abc",
+            "OTEL_METRICS_EXPORTER": "otlp,prometheus",
+        }
+    )
+    assert plan.traces == ("otlp",) and plan.metrics == ("prometheus",)
+    assert plan.traces_timeout == 10.0
+    assert len(plan.problems) == 2
+    assert sum("OTEL_EXPORTER_OTLP_TIMEOUT" in p for p in plan.problems) == 1
+    assert sum("OTEL_EXPORTER_OTLP_ENDPOINT" in p and "[::1" not in p for p in plan.problems) == 1
+    good = plan_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317"})
+    assert good.traces == ("otlp",) and good.traces_timeout is None and not good.problems
+
+
+def test_malformed_headers_are_named_never_quoted() -> None:
+    """Issue 15 item 10: the variable named, the token never; the good pairs kept."""
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20tok-1,junk tok-2",
+        "OTEL_RESOURCE_ATTRIBUTES": "a=b,oops tok-3",
+    }
+    plan = plan_from_env(env)
+    assert plan.traces_headers == plan.metrics_headers == {"authorization": "Bearer tok-1"}
+    assert len(plan.problems) == 2
+    assert not any("tok-" in p for p in plan.problems)
+    fine = plan_from_env({**env, "OTEL_EXPORTER_OTLP_HEADERS": "a=b", "OTEL_RESOURCE_ATTRIBUTES": ""})
+    assert fine.traces_headers is None and not fine.problems
+
+
+def _origin_site(line: int, origin: str, created: int, suspect: bool = False) -> dict[str, object]:
+    return {
+        "kind": "threading.local", "base": None, "file": "f.py", "line": line,
+        "function": "f", "created": created, "live": created, "max_per_thread": created,
+        "suspect": suspect, "verdict": "churn" if suspect else None, "origin": origin,
+    }
+
+
+@pytest.mark.parametrize("show", [None, "1"])
+def test_internal_sites_are_one_series_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, show: str | None
+) -> None:
+    """Issue 10 item 4: stdlib/agent sites that are not suspects are summed into one series
+    per kind (the totals stay exact) unless LEAKAGENT_SHOW_INTERNAL=1 lists them."""
+    from leakagent.outputs.telemetry._instruments import ORIGIN, Instruments
+
+    if show is None:
+        monkeypatch.delenv("LEAKAGENT_SHOW_INTERNAL", raising=False)
+    else:
+        monkeypatch.setenv("LEAKAGENT_SHOW_INTERNAL", show)
+    sites = [
+        _origin_site(1, "user", 5),
+        _origin_site(2, "stdlib", 1),
+        _origin_site(3, "agent", 2),
+        _origin_site(4, "stdlib", 60, suspect=True),
+        _origin_site(5, "library", 3),
+    ]
+
+    class Fake(Instruments):
+        def sites(self) -> list[dict[str, object]]:  # type: ignore[override]
+            return sites
+
+    fake = Fake()
+    fake.config = config.load({})
+    fake.series = SeriesMap(100)
+    points = list(fake._observe_created())
+    assert sum(p.value for p in points) == 71  # exact either way
+    lines = sorted(p.attributes["code.line.number"] for p in points if "code.line.number" in p.attributes)
+    internal = [p for p in points if p.attributes.get(ORIGIN) == "internal"]
+    if show is None:
+        assert lines == [1, 4, 5]
+        assert [(p.value, p.attributes["leakagent.kind"]) for p in internal] == [(3, "threading.local")]
+        assert sorted(
+            p.attributes["code.line.number"] for p in fake._observe_max_per_thread()
+        ) == [1, 4, 5]
+    else:
+        assert lines == [1, 2, 3, 4, 5] and internal == []

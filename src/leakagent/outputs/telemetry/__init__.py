@@ -3,8 +3,8 @@
 This module is imported at start-up by the bootstrap, so it imports no OpenTelemetry and
 nothing heavy: it reads the configuration (:func:`plan_from_env`) and, only when export is
 configured, starts a background thread that imports the SDK and the exporters
-(:mod:`leakagent.outputs.telemetry._otel`) off the program's main thread. Creations seen before that
-thread is ready are kept in a small bounded buffer and become spans once it is.
+(:mod:`leakagent.outputs.telemetry._setup`) off the program's main thread. Creations seen
+before that thread is ready are kept in a small bounded buffer and become spans once it is.
 
 With no configuration nothing is imported and nothing goes over the network.
 """
@@ -22,10 +22,13 @@ from leakagent.hooks import importhook
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
 
-    from leakagent.outputs.telemetry._otel import Telemetry
-    from leakagent.runtime.agent import Agent
+    from leakagent.core.config import Config
+    from leakagent.core.tracker import Tracker
+    from leakagent.outputs.telemetry._setup import Telemetry
+
+    SuspectListener = Callable[[dict[str, Any], str], None]
 
 PART = "telemetry"
 TRACES_EXPORTERS = ("otlp", "console", "none")
@@ -36,6 +39,10 @@ PROMETHEUS_HOST = "127.0.0.1"  # loopback unless OTEL_EXPORTER_PROMETHEUS_HOST s
 PROMETHEUS_PORT = 9464
 EARLY_BUFFER = 256
 """Most creations remembered before the export layer is ready (then they are dropped)."""
+SETUP_DELAY = 1.0
+"""Seconds the SDK import waits after start, unless a client creation, a suspect or the exit
+(when there is something to export) wakes it first: the first lines of a program that
+makes no client do not compete with it."""
 
 
 class Plan:
@@ -44,12 +51,16 @@ class Plan:
     __slots__ = (
         "export_interval_ms",
         "metrics",
+        "metrics_headers",
         "metrics_protocol",
+        "metrics_timeout",
         "problems",
         "prometheus_host",
         "prometheus_port",
         "traces",
+        "traces_headers",
         "traces_protocol",
+        "traces_timeout",
     )
 
     def __init__(self) -> None:
@@ -61,6 +72,14 @@ class Plan:
         self.prometheus_port = PROMETHEUS_PORT
         self.export_interval_ms: Optional[float] = None  # None: the SDK's default (60 s)
         self.problems: list[str] = []
+        # Seconds handed to the OTLP exporter when a timeout variable is malformed (else
+        # None: the SDK reads the variables itself).
+        self.traces_timeout: Optional[float] = None
+        self.metrics_timeout: Optional[float] = None
+        # The well-formed headers, handed to the OTLP exporter when the variable is malformed
+        # (else None: the SDK reads it), so that the SDK never logs the value.
+        self.traces_headers: Optional[dict[str, str]] = None
+        self.metrics_headers: Optional[dict[str, str]] = None
 
     @property
     def enabled(self) -> bool:
@@ -114,6 +133,71 @@ def _protocol(env: Mapping[str, str], signal: str, plan: Plan) -> str:
     return DEFAULT_PROTOCOL
 
 
+OTLP_TIMEOUT = 10.0
+"""The SDK's default OTLP timeout in seconds, used when a timeout variable is malformed."""
+
+
+def _problem_once(plan: Plan, problem: str) -> None:
+    if problem not in plan.problems:  # the shared variables serve both signals
+        plan.problems.append(problem)
+
+
+def _timeout(env: Mapping[str, str], signal: str, plan: Plan) -> Optional[float]:
+    """None when every OTLP timeout variable of ``signal`` is usable (the SDK reads them),
+    else the seconds to hand to the exporter; a malformed one is one problem, named."""
+    chosen: Optional[float] = None
+    bad = False
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if 0 < value < float("inf"):
+            if chosen is None:
+                chosen = value
+            continue
+        bad = True
+        _problem_once(
+            plan,
+            f"{name} is not a positive number of seconds; leakagent uses "
+            f"{OTLP_TIMEOUT:g} for its exporters",
+        )
+    if not bad:
+        return None
+    return chosen if chosen is not None else OTLP_TIMEOUT
+
+
+def endpoint_is_valid(endpoint: str) -> bool:
+    """Whether an OTLP endpoint parses as a URL (or host:port) with a usable port."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
+def _endpoint_works(env: Mapping[str, str], signal: str, plan: Plan) -> bool:
+    """False (and one problem naming the variable) when the endpoint the OTLP exporter of
+    ``signal`` would use is malformed: that exporter is left out, the rest goes on."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        if endpoint_is_valid(raw):
+            return True
+        _problem_once(
+            plan, f"{name} is not a valid URL; leakagent does not export {signal.lower()} over OTLP"
+        )
+        return False
+    return True
+
+
 def plan_from_env(environ: Optional[Mapping[str, str]] = None) -> Plan:
     """Read the export plan; malformed values become one problem each (logged once)."""
     env = os.environ if environ is None else environ
@@ -124,6 +208,20 @@ def plan_from_env(environ: Optional[Mapping[str, str]] = None) -> Plan:
     plan.metrics = _exporters(env, "METRICS", METRICS_EXPORTERS, plan)
     plan.traces_protocol = _protocol(env, "TRACES", plan)
     plan.metrics_protocol = _protocol(env, "METRICS", plan)
+    if "otlp" in plan.traces:
+        plan.traces_timeout = _timeout(env, "TRACES", plan)
+        if not _endpoint_works(env, "TRACES", plan):
+            plan.traces = tuple(name for name in plan.traces if name != "otlp")
+    if "otlp" in plan.metrics:
+        plan.metrics_timeout = _timeout(env, "METRICS", plan)
+        if not _endpoint_works(env, "METRICS", plan):
+            plan.metrics = tuple(name for name in plan.metrics if name != "otlp")
+    if plan.enabled:
+        from leakagent.outputs.telemetry import values
+
+        plan.problems.extend(values.problems(env))
+        plan.traces_headers = values.headers_for(env, "TRACES")
+        plan.metrics_headers = values.headers_for(env, "METRICS")
     host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "").strip()
     if host:
         plan.prometheus_host = host
@@ -162,12 +260,44 @@ class Early:
         self.suspects: list[tuple[dict[str, Any], str, Any, int]] = []
         self.dropped = 0
         self.ready: Optional[Telemetry] = None
-        self.setting_up = _thread.allocate_lock()  # held while the set-up thread works
+        self.setting_up = _thread.allocate_lock()  # held while the set-up thread lives
+        self.wake = _thread.allocate_lock()  # held until the set-up should start at once
+        self.importing = False  # the set-up thread is past its delay, importing the SDK
+        self.finished = False  # the exit flush ran, or was skipped
+        self.unwanted = False  # the exit found nothing to export: the set-up need not run
+
+    def start_thread(self, host: Host, plan: Plan) -> None:
+        """The set-up thread: it sleeps up to :data:`SETUP_DELAY`, then imports the SDK."""
+        self.importing = False
+        self.finished = False
+        self.unwanted = False
+        self.setting_up.acquire()
+        if not self.wake.locked():
+            self.wake.acquire()
+        _thread.start_new_thread(_set_up, (host, plan))
+
+    def wake_up(self) -> None:
+        """Start the set-up now (a suspect, or the exit with something to export)."""
+        if self.wake.locked():
+            try:
+                self.wake.release()
+            except RuntimeError:  # released by another thread just now
+                pass
+
+
+class Host:
+    """What the export layer is given by the composition root (it imports nothing above)."""
+
+    __slots__ = ("config", "tracker")
+
+    def __init__(self, tracker: Tracker, config: Config) -> None:
+        self.tracker = tracker
+        self.config = config
 
 
 _early = Early()
 _plan: Optional[Plan] = None
-_agent: Optional[Agent] = None
+_host: Optional[Host] = None
 
 
 def _current_context() -> Any:
@@ -188,6 +318,7 @@ def _on_creation(kind: str, site: tuple[str, int, str], start_ns: int, end_ns: i
         if ready is not None:
             ready.on_creation(kind, site, start_ns, end_ns)
             return
+        _early.wake_up()  # a client was made: set up export now, not after the delay
         wall_end = time.time_ns()
         start = wall_end - (end_ns - start_ns)
         ident = _thread.get_ident()
@@ -214,10 +345,11 @@ def _on_suspect(site: dict[str, Any], event: str) -> None:
         if ready is None:
             with _early.lock:
                 ready = _early.ready
-                if ready is None:
-                    if len(_early.suspects) < EARLY_BUFFER:
-                        _early.suspects.append((site, event, _current_context(), time.time_ns()))
-                    return
+                if ready is None and len(_early.suspects) < EARLY_BUFFER:
+                    _early.suspects.append((site, event, _current_context(), time.time_ns()))
+            if ready is None:
+                _early.wake_up()  # a finding: export it soon, not after the delay
+                return
         ready.on_suspect(site, event)
     except Exception as exc:
         guard.failed(PART, exc)
@@ -235,50 +367,65 @@ def _listen_to_patcher(module: Any) -> None:
         module.listeners.append(_on_creation)
 
 
-def start(agent: Agent) -> Optional[Plan]:
-    """Start export when the ``OTEL_*`` variables ask for it; returns the plan (or None)."""
-    global _plan, _agent
+def start(
+    tracker: Tracker,
+    config: Config,
+    add_suspect_listener: Callable[[SuspectListener], None],
+    add_finish_hook: Callable[[Callable[[], None]], None],
+) -> Optional[Plan]:
+    """Start export when the ``OTEL_*`` variables ask for it; returns the plan (or None).
+
+    The composition root hands over the tracker and the configuration, and two ways in: a
+    suspect listener (a suspect becomes a span) and a finish hook (the flush at exit, SIGTERM).
+    """
+    global _plan, _host
     plan = plan_from_env()
     for problem in plan.problems:
         log.warning(problem)
     if not plan.enabled:
         return None
-    _plan, _agent = plan, agent
-    agent.suspect_listeners.append(_on_suspect)
+    host = Host(tracker, config)
+    _plan, _host = plan, host
+    add_suspect_listener(_on_suspect)
     # patcher imports wrapt: listen once it is imported (when a client library is), not now.
     importhook.when_imported("leakagent.hooks.patcher", _listen_to_patcher)
-    agent.reporter.finish_hooks.append(_finish)
+    add_finish_hook(_finish)
+    _hook_exit_and_fork()
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
-    _wait_at_exit()
-    _early.setting_up.acquire()
-    _thread.start_new_thread(_set_up, (agent, plan))
+    _early.start_thread(host, plan)
     return plan
 
 
-def _wait_at_exit() -> None:
-    """A short program may reach its end while the set-up thread works: wait for it (within
-    the exit bound) before the interpreter stops thread pools, which grpc needs. A threading
-    atexit callback runs before concurrent.futures' own when registered after it (they run in
-    reverse order); ~6 ms on the main thread, only when export is on."""
+def _hook_exit_and_fork() -> None:
+    """Our threading exit hook (the flush) and fork handler must run before those of
+    concurrent.futures (the SDK's resource detection and grpc use its thread pools, which stop
+    at exit): registered after them, they run first (reverse order). So concurrent.futures is
+    imported here, on the main thread at start (~6 ms on an idle machine, only with export on):
+    imported later by the set-up thread, a program ending within milliseconds of its finding
+    could not be exported at all."""
     import concurrent.futures.thread  # noqa: F401
     import threading
 
-    threading._register_atexit(_wait_for_set_up)  # type: ignore[attr-defined]
+    threading._register_atexit(_finish)  # type: ignore[attr-defined]
     if hasattr(os, "register_at_fork"):
-        # Likewise after concurrent.futures' fork handler, which takes a lock the set-up
-        # thread may need: ours must run first.
         os.register_at_fork(before=_before_fork)
 
 
-def _set_up(agent: Agent, plan: Plan) -> None:
+def _set_up(host: Host, plan: Plan) -> None:
     """Background thread: import the SDK, build providers and exporters, flush the buffer."""
     try:
+        if _early.wake.acquire(timeout=SETUP_DELAY):
+            _early.wake.release()
+        if _early.unwanted:  # the program ended first, with nothing to export
+            return
+        _early.importing = True
         guard.fault_point(PART)
-        from leakagent.outputs.telemetry._otel import Telemetry
+        from leakagent.outputs.telemetry._setup import Telemetry
 
-        telemetry = Telemetry(agent, plan)
+        telemetry = Telemetry(host.tracker, host.config, plan)
         telemetry.start()
+        telemetry.start_flush_worker()
         with _early.lock:
             creations, _early.creations = _early.creations, []
             suspects, _early.suspects = _early.suspects, []
@@ -297,7 +444,7 @@ def _set_up(agent: Agent, plan: Plan) -> None:
                 "and opentelemetry-exporter-otlp)",
             )
             return
-        if _exit_deadline is not None:
+        if _exit_deadline is not None or _early.finished:
             # The program ended before export was ready: nothing to report, not a bug.
             log.info(f"telemetry not started: the program ended first ({exc!r})")
             return
@@ -320,27 +467,87 @@ def _time_left() -> float:
     return max(0.0, _exit_deadline - time.monotonic())
 
 
-def _wait_for_set_up() -> None:
-    if _early.ready is None and _early.setting_up.acquire(timeout=_time_left()):
-        _early.setting_up.release()
+def _worth_exporting(host: Host) -> bool:
+    """Anything for the exporter at exit: a suspect, or a site the metrics would list."""
+    if _early.suspects:
+        return True
+    totals = host.tracker.totals()
+    if totals["suspects"]:
+        return True
+    if not totals["created"]:
+        return False
+    shown = show_internal(host.config)
+    return any(listed(site, shown) for site in host.tracker.snapshot())
+
+
+def show_internal(config: Config) -> bool:
+    """``LEAKAGENT_SHOW_INTERNAL``: list the standard library's and the agent's own sites."""
+    value = getattr(config, "show_internal", None)
+    if value is None:
+        value = os.environ.get("LEAKAGENT_SHOW_INTERNAL", "").strip().lower() in (
+            "1",
+            "true",
+            "yes",
+            "on",
+        )
+    return bool(value)
+
+
+INTERNAL_ORIGINS = ("stdlib", "agent")
+
+
+def listed(site: Mapping[str, Any], show_internal: bool) -> bool:
+    """Whether a site is exported as its own series (quiet by default)."""
+    return (
+        show_internal
+        or bool(site.get("suspect"))
+        or site.get("origin", "user") not in INTERNAL_ORIGINS
+    )
 
 
 def _finish() -> None:
-    """Reporter finish hook (atexit, SIGTERM): flush, all within the exit bound.
+    """The exit flush (threading's exit hooks, then the reporter's finish hooks: atexit,
+    SIGTERM), once, all within the exit bound.
 
-    A short program may end before the set-up thread is ready: wait for it, within the bound.
+    Nothing to export (no suspect, no listed site, or only Prometheus, which is scraped): no
+    wait at all (the set-up thread, maybe still asleep, dies with the process). Every OTLP
+    collector refusing connections (down): no wait either, said at INFO level. Else the
+    set-up is woken if it still sleeps, waited for, and the providers flushed, all within
+    the bound.
     """
-    _wait_for_set_up()
+    if _early.finished:
+        return
+    _early.finished = True
+    host = _host
+    if host is None:
+        return
+    plan = _plan
+    if plan is None or not any(name != "prometheus" for name in (*plan.traces, *plan.metrics)):
+        _early.unwanted = True
+        return  # Prometheus is scraped: nothing to push at exit
     ready = _early.ready
+    if not _worth_exporting(host):
+        _early.unwanted = True
+        log.info("telemetry: nothing to export at exit; not waiting for the exporter")
+        return
+    from leakagent.outputs.telemetry.probe import refusing_collectors
+
+    refused = refusing_collectors(plan)
+    if refused is not None:  # a dead collector: nothing to wait for
+        _early.unwanted = True
+        log.info(f"telemetry not flushed at exit: {refused} refused the connection")
+        return
+    if ready is None:
+        _early.wake_up()
+        if _early.setting_up.acquire(timeout=_time_left()):
+            _early.setting_up.release()
+        ready = _early.ready
     if ready is not None:
         ready.finish(_time_left())
 
 
 def _exit_timeout() -> float:
-    from leakagent.runtime import agent as bootstrap
-
-    agent = bootstrap.get_agent()
-    return agent.config.otel_exit_timeout if agent is not None else 2.0
+    return _host.config.otel_exit_timeout if _host is not None else 0.4
 
 
 FORK_WAIT = 5.0
@@ -349,14 +556,16 @@ FORK_WAIT = 5.0
 
 def _before_fork() -> None:
     """Let the set-up finish before a fork: a child must not inherit half-imported modules
-    (their import locks belong to a thread that does not exist in the child)."""
-    if _early.ready is None and _early.setting_up.acquire(timeout=FORK_WAIT):
+    (their import locks belong to a thread that does not exist in the child). A set-up
+    thread still asleep is not waited for: the child starts its own."""
+    if _early.ready is None and _early.importing and _early.setting_up.acquire(timeout=FORK_WAIT):
         _early.setting_up.release()
 
 
 def _after_fork_in_child() -> None:
     global _exit_deadline
     _exit_deadline = None
+    _early.finished = False  # the child exits, and flushes, on its own
     try:
         ready = _early.ready
         if ready is not None:
@@ -364,11 +573,11 @@ def _after_fork_in_child() -> None:
         else:  # forked before the set-up finished: the child sets itself up
             _early.lock = _thread.allocate_lock()
             _early.setting_up = _thread.allocate_lock()  # the set-up thread is not in the child
+            _early.wake = _thread.allocate_lock()
             _early.creations.clear()
             _early.suspects.clear()
-            if _agent is not None and _plan is not None:
-                _early.setting_up.acquire()
-                _thread.start_new_thread(_set_up, (_agent, _plan))
+            if _host is not None and _plan is not None:
+                _early.start_thread(_host, _plan)
     except Exception as exc:
         guard.failed(PART, exc)
 
