@@ -36,6 +36,10 @@ _VARYING = [
     (re.compile(r"\b(\d+h)?\d+m\d\ds\b"), "<seconds>"),
     (re.compile(r"ThreadPoolExecutor-\d+_\d+"), "<thread>"),
     (re.compile(r"max \d+ on"), "max <n> on"),
+    (re.compile(r"created \d+ times on \d+ threads \(\d+ alive at a time\)"),
+     "created <n> times on <n> threads (<n> alive at a time)"),
+    (re.compile(r"created \d+ times on thread"), "created <n> times on thread"),
+    (re.compile(r"flagged after \d+ creations"), "flagged after <n> creations"),
     (re.compile(r"\(peak \d+\)"), "(peak <n>)"),
     (re.compile(r"\d+ points"), "<n> points"),
     (re.compile(r"python 3\.\d+\.\d+"), "python <version>"),
@@ -44,7 +48,7 @@ _VARYING = [
 ]
 
 
-_WARNING = re.compile(r"^leakagent: .* created \d+ times on thread ")
+_WARNING = re.compile(r"^leakagent: .* created \S+ times on ")
 
 
 def _sort_warnings(text: str) -> str:
