@@ -288,7 +288,7 @@ def test_internal_sites_are_one_series_unless_asked(
             return sites
 
     fake = Fake()
-    fake.config = config.load({})
+    fake.config = config.load({} if show is None else {"LEAKAGENT_SHOW_INTERNAL": show})
     fake.series = SeriesMap(100)
     points = list(fake._observe_created())
     assert sum(p.value for p in points) == 71  # exact either way

@@ -482,15 +482,7 @@ def _worth_exporting(host: Host) -> bool:
 
 def show_internal(config: Config) -> bool:
     """``LEAKAGENT_SHOW_INTERNAL``: list the standard library's and the agent's own sites."""
-    value = getattr(config, "show_internal", None)
-    if value is None:
-        value = os.environ.get("LEAKAGENT_SHOW_INTERNAL", "").strip().lower() in (
-            "1",
-            "true",
-            "yes",
-            "on",
-        )
-    return bool(value)
+    return bool(config.show_internal)
 
 
 INTERNAL_ORIGINS = ("stdlib", "agent")
