@@ -120,3 +120,25 @@ time.sleep(60)
     report = load_report(tmp_path / "r.json")
     assert report["final"] is False and report["suspects"][0]["created"] == 30
     assert "threading.local created 11 times" in err
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--report", "/proc/no/such/dir/r.json"], ["--report", "{tmp}/r.json"], []],
+    ids=["unwritable-report", "report", "no-report"],
+)
+def test_the_agents_threads_never_become_threadings_main_thread(
+    tmp_path: Path, options: list[str]
+) -> None:
+    """A program that imports threading late: if one of the agent's raw threads imported it
+    first (through logging, say), threading took that thread for the main one, and the exit
+    waited for it for ever (every program with an unwritable report path hung)."""
+    script = write_script(tmp_path, """
+        import time
+        time.sleep(0.5)
+        import threading
+        print(threading.current_thread() is threading.main_thread())
+        """)
+    options = [o.replace("{tmp}", str(tmp_path)) for o in options]
+    result = run_python_launched(script, options=options, timeout=60)
+    assert result.returncode == 0 and result.stdout == "True\n", result.stderr
