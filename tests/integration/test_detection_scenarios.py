@@ -32,6 +32,7 @@ def progress(total):
 
 SEED_POOL = """
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 {imports}
 
@@ -47,6 +48,7 @@ class Uploader:
 
 def task(n):
     client = Uploader().client
+    time.sleep(0.001)  # the task's own work (an upload): a job is more than its clients
     {close}
     progress(TASKS)
 

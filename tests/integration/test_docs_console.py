@@ -36,15 +36,20 @@ _VARYING = [
     (re.compile(r"\b(\d+h)?\d+m\d\ds\b"), "<seconds>"),
     (re.compile(r"ThreadPoolExecutor-\d+_\d+"), "<thread>"),
     (re.compile(r"max \d+ on"), "max <n> on"),
+    # how many threads had made them when the site was flagged depends on the scheduling
     (re.compile(r"created \d+ times on \d+ threads \(\d+ alive at a time\)"),
-     "created <n> times on <n> threads (<n> alive at a time)"),
-    (re.compile(r"created \d+ times on thread"), "created <n> times on thread"),
+     "created <n> times on <threads>"),
+    (re.compile(r"created \d+ times on thread \S+"), "created <n> times on <threads>"),
     (re.compile(r"flagged after \d+ creations"), "flagged after <n> creations"),
     (re.compile(r"\(peak \d+\)"), "(peak <n>)"),
     (re.compile(r"\d+ points"), "<n> points"),
     (re.compile(r"python 3\.\d+\.\d+"), "python <version>"),
     (re.compile(r"leakagent \d+\.\d+\.\d+"), "leakagent <version>"),
     (re.compile(r" +$", re.M), ""),
+    # a warning carries the memory estimate only once the report writer has made it
+    (re.compile(r"\((churn|retention), <size> each, <size> live\)"), r"(\1)"),
+    # a churning site has an estimate only if one of its instances was alive when measured
+    (re.compile(r"^ +memory: <size> each, <size> live \(estimate\)\n", re.M), ""),
 ]
 
 
