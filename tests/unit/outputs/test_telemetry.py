@@ -302,3 +302,40 @@ def test_internal_sites_are_one_series_unless_asked(
         ) == [1, 4, 5]
     else:
         assert lines == [1, 2, 3, 4, 5] and internal == []
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://127.0.0.1:4317",
+        "https://collector:4318/v1/traces",
+        "localhost:4317",
+        "collector",
+        "HTTP://Host:1/",
+        "http://:4317",
+        "http://host:99999",
+        "http://host:",
+        "http://[::1]:4317",
+        "grpc://x:1",
+        "http://user@host:1",
+        "http://host:12a",
+        "http://host:\uff11\uff12",
+        "::1",
+        "host:4317/path?x=1",
+    ],
+)
+def test_endpoint_check_without_urllib_agrees_with_urlsplit(endpoint: str) -> None:
+    # the quick check (no urllib.parse import before the first line) may only say "valid"
+    # where urlsplit does, and the answer is always urlsplit's
+    from urllib.parse import urlsplit
+
+    from leakagent.outputs.telemetry import _plainly_valid, endpoint_is_valid
+
+    try:
+        parts = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint)
+        parts.port  # noqa: B018 (raises ValueError out of range)
+        expected = bool(parts.hostname)
+    except ValueError:
+        expected = False
+    assert endpoint_is_valid(endpoint) is expected
+    assert not _plainly_valid(endpoint) or expected
