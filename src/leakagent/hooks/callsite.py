@@ -56,18 +56,23 @@ def short_path(filename: str) -> str:
 class SiteFinder:
     """Finds call sites, skipping the agent, wrapt and a target's own package directories."""
 
-    __slots__ = ("_at", "_kinds", "_skip")
+    __slots__ = ("_at", "_kinds", "_skip", "direct_sites")
 
     def __init__(self, skip_prefixes: tuple[str, ...] = ()) -> None:
         self._skip = (AGENT_DIR, *skip_prefixes)
         self._kinds: dict[str, int] = {}
         self._at: dict[tuple[int, int], tuple[object, Site]] = {}  # (id(code), offset) -> site
+        self.direct_sites: dict[tuple[int, int, type], tuple[object, str, Site, str | None]] = {}
+        """(id(code), offset, class) -> (code, kind, site, base): what a hook that sees the
+        creating frame itself may count without finding the site again (filled by its slow
+        path through :meth:`direct`, emptied with the other caches)."""
 
     def add_skip(self, *prefixes: str) -> None:
         """Also skip files under these directories (e.g. wrapt once it is imported)."""
         self._skip = (*self._skip, *prefixes)
         self._kinds.clear()
         self._at.clear()
+        self.direct_sites.clear()
 
     def find_fast(self, depth: int = 1) -> Site:
         """:meth:`find` without ``constructing``, cheaper when the first frame past the
@@ -93,6 +98,24 @@ class SiteFinder:
             return self.find(depth + 1)
         # by id: hashing a code object hashes its bytecode and constants, every time; the
         # entry keeps the code, so the id cannot be reused while it is cached
+        key = (id(code), frame.f_lasti)
+        entry = self._at.get(key)
+        if entry is not None and entry[0] is code:
+            return entry[1]
+        site = (code.co_filename, frame.f_lineno or 0, _qualname(frame))
+        if len(self._at) < 20_000:
+            self._at[key] = (code, site)
+        return site
+
+    def direct(self, frame: FrameType) -> Site | None:
+        """The site of ``frame`` when it is the program's own code (what :meth:`find_fast`
+        returns when ``frame`` is the first frame past the skipped ones), else None."""
+        code = frame.f_code
+        kind = self._kinds.get(code.co_filename)
+        if kind is None:
+            kind = self._kind(code.co_filename)
+        if kind != _USER:
+            return None
         key = (id(code), frame.f_lasti)
         entry = self._at.get(key)
         if entry is not None and entry[0] is code:

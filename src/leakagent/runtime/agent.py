@@ -24,7 +24,7 @@ from leakagent.runtime.lifecycle import Reporter
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import ModuleType
+    from types import FrameType, ModuleType
     from typing import Any, Optional
 
     from leakagent.core.config import Config
@@ -50,6 +50,7 @@ class Agent:
         self.reporter = Reporter(self.tracker, config, _root_pid())
         self._local_sites = SiteFinder()
         self._subclass_kinds: dict[type, str] = {}
+        self._local_class: Optional[type] = None  # the counting class, once patched
         self.suspect_listeners: list[Callable[[dict[str, Any], str], None]] = []
         """Called with (site copy, event) after the warning; used by the telemetry layer."""
         self._user_specs: list[Spec] = []
@@ -69,21 +70,38 @@ class Agent:
             except Exception as exc:
                 guard.failed("suspect listener", exc)
 
-    def _local_created(self, cls: type, obj: object) -> None:
+    def _local_created(self, cls: type, obj: object, frame: Optional[FrameType] = None) -> None:
+        """The slow path of the ``threading.local`` hook: a site not seen before (or made
+        through a library, whose site depends on the whole stack). A site the program's own
+        frame made is remembered for the fast path in ``threadlocal``."""
         if _construction_depth():  # kept by a client being counted right now
             return
+        finder = self._local_sites
+        base: Optional[str] = None
+        key_cls: Optional[type] = self._local_class
         if cls is _RAW_LOCAL:
-            self.tracker.record(LOCAL_KIND, self._local_sites.find_fast(1), obj)
+            kind = LOCAL_KIND
         else:
-            kind = self._subclass_kinds.get(cls)
-            if kind is None:
-                kind = qualified_name(cls)
+            known = self._subclass_kinds.get(cls)
+            if known is None:
+                known = qualified_name(cls)
                 if len(self._subclass_kinds) < 1000:
-                    self._subclass_kinds[cls] = kind
-            self.tracker.record(kind, self._local_sites.find_fast(1), obj, LOCAL_KIND)
+                    self._subclass_kinds[cls] = known
+            kind, base, key_cls = known, LOCAL_KIND, cls
+        site = finder.direct(frame) if frame is not None else None
+        if site is None or frame is None:
+            site = finder.find_fast(1)
+        elif len(finder.direct_sites) < 20_000 and key_cls is not None:
+            code = frame.f_code
+            finder.direct_sites[(id(code), frame.f_lasti, key_cls)] = (code, kind, site, base)
+        self.tracker.record(kind, site, obj, base)
 
     def _patch_threading(self, module: ModuleType) -> None:
-        threadlocal.patch(module, self._local_created)
+        fast = threadlocal.FastPath(
+            self._local_sites.direct_sites, self.tracker, _construction_depth
+        )
+        if threadlocal.patch(module, self._local_created, fast):
+            self._local_class = module.__dict__.get("local")
 
     def _hook_for(self, target: Target) -> Callable[[ModuleType], None]:
         def patch_target(module: ModuleType) -> None:
@@ -296,6 +314,7 @@ def _inject_test_faults(agent: Agent) -> None:
     if "callsite" in guard.FAULTS:
         SiteFinder.find = raiser("callsite")  # type: ignore[method-assign]
         SiteFinder.find_fast = raiser("callsite")  # type: ignore[method-assign]
+        SiteFinder.direct = raiser("callsite")  # type: ignore[method-assign]
 
 
 def get_agent() -> Optional[Agent]:

@@ -24,7 +24,7 @@ def created() -> Iterator[Created]:
     if was_patched:  # the suite itself runs under the agent: test a fresh class anyway
         original = threading.local
         threadlocal.unpatch(threading)
-    assert threadlocal.patch(threading, lambda cls, obj: seen.append((cls, obj)))
+    assert threadlocal.patch(threading, lambda cls, obj, frame: seen.append((cls, obj)))
     try:
         yield seen
     finally:
@@ -131,12 +131,12 @@ def test_attribute_access_unchanged_for_locals(created: Created) -> None:
 
 def test_patch_is_idempotent_and_unpatch_restores(created: Created) -> None:
     cls = threading.local
-    assert not threadlocal.patch(threading, lambda cls, obj: None)
+    assert not threadlocal.patch(threading, lambda cls, obj, frame: None)
     assert threading.local is cls
     assert threadlocal.unpatch(threading)
     assert threading.local is _thread._local is threadlocal.RawLocal
     assert not threadlocal.unpatch(threading)
-    assert threadlocal.patch(threading, lambda cls, obj: created.append((cls, obj)))
+    assert threadlocal.patch(threading, lambda cls, obj, frame: created.append((cls, obj)))
 
 
 @pytest.mark.expect_agent_errors
@@ -144,7 +144,7 @@ def test_a_failing_hook_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(guard, "STRICT", False)
     monkeypatch.setattr(guard, "_off", set())
 
-    def broken(cls: type, obj: object) -> None:
+    def broken(cls: type, obj: object, frame: object) -> None:
         raise RuntimeError("boom")
 
     original = threading.local
@@ -164,3 +164,35 @@ def test_a_failing_hook_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
         threadlocal.unpatch(threading)
         if threadlocal.is_counting(original):
             threading.local = _thread._local = original  # type: ignore[misc]
+
+
+def test_fast_path_counts_a_known_site_without_the_hook() -> None:
+    # the hook sees a site once and remembers it; later creations there go to the recorder
+    hook_calls: list[int] = []
+    recorded: list[tuple[str, object, object, object]] = []
+    sites: dict[tuple[int, int, type], tuple[object, str, object, object]] = {}
+    busy = [0]
+
+    class Recorder:
+        def record(self, kind: str, site: object, obj: object, base: object = None) -> None:
+            recorded.append((kind, site, obj, base))
+
+    def hook(cls: type, obj: object, frame: object) -> None:
+        hook_calls.append(1)
+        code = frame.f_code  # type: ignore[attr-defined]
+        sites[(id(code), frame.f_lasti, counter)] = (code, "K", ("f", 1, "g"), None)  # type: ignore[attr-defined]
+
+    fast = threadlocal.FastPath(sites, Recorder(), lambda: busy[0])
+    counter = threadlocal.make_counting_local(hook, fast)
+    made = []
+    for _ in range(5):
+        made.append(counter())  # one call site
+    assert len(hook_calls) == 1 and len(recorded) == 4
+    assert all(r[0] == "K" and r[1] == ("f", 1, "g") for r in recorded)
+    assert [r[2] for r in recorded] == made[1:]
+    busy[0] = 1  # inside a counted client construction: the hook decides (and is called)
+    counter()
+    assert len(hook_calls) == 2 and len(recorded) == 4
+    busy[0] = 0
+    counter()  # another call site: the hook again
+    assert len(hook_calls) == 3
