@@ -107,23 +107,25 @@ class SiteFinder:
             self._at[key] = (code, site)
         return site
 
-    def direct(self, frame: FrameType) -> Site | None:
+    def direct(self, frame: FrameType) -> tuple[Site | None, bool]:
         """The site of ``frame`` when it is the program's own code (what :meth:`find_fast`
-        returns when ``frame`` is the first frame past the skipped ones), else None."""
+        returns when ``frame`` is the first frame past the skipped ones), else None; and
+        whether this location was seen before (worth a fast-path entry: most sites create
+        once, and an entry per site would cost ~200 B each)."""
         code = frame.f_code
         kind = self._kinds.get(code.co_filename)
         if kind is None:
             kind = self._kind(code.co_filename)
         if kind != _USER:
-            return None
+            return None, False
         key = (id(code), frame.f_lasti)
         entry = self._at.get(key)
         if entry is not None and entry[0] is code:
-            return entry[1]
+            return entry[1], True
         site = (code.co_filename, frame.f_lineno or 0, _qualname(frame))
         if len(self._at) < 20_000:
             self._at[key] = (code, site)
-        return site
+        return site, False
 
     def _kind(self, filename: str) -> int:
         kind = self._kinds.get(filename)

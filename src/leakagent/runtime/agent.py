@@ -88,10 +88,10 @@ class Agent:
                 if len(self._subclass_kinds) < 1000:
                     self._subclass_kinds[cls] = known
             kind, base, key_cls = known, LOCAL_KIND, cls
-        site = finder.direct(frame) if frame is not None else None
+        site, again = finder.direct(frame) if frame is not None else (None, False)
         if site is None or frame is None:
             site = finder.find_fast(1)
-        elif len(finder.direct_sites) < 20_000 and key_cls is not None:
+        elif again and key_cls is not None and len(finder.direct_sites) < 20_000:
             code = frame.f_code
             finder.direct_sites[(id(code), frame.f_lasti, key_cls)] = (code, kind, site, base)
         self.tracker.record(kind, site, obj, base)

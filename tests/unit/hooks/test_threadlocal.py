@@ -187,7 +187,8 @@ def test_fast_path_counts_a_known_site_without_the_hook() -> None:
     made = []
     for _ in range(5):
         made.append(counter())  # one call site
-    assert len(hook_calls) == 1 and len(recorded) == 4
+    assert len(hook_calls) == 1
+    assert len(recorded) == 4
     assert all(r[0] == "K" and r[1] == ("f", 1, "g") for r in recorded)
     assert [r[2] for r in recorded] == made[1:]
     busy[0] = 1  # inside a counted client construction: the hook decides (and is called)
