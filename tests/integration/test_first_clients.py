@@ -178,3 +178,51 @@ def test_patch_unpatch_patch_wraps_once(tmp_path: Path) -> None:
         result = runner()
         assert result.returncode == 0, result.stderr
         assert result.stdout == "1\n"
+
+
+WRAPT_LATER = """
+    import sys, threading
+    import requests
+    requests.Session()
+    print("imported by the agent:", sorted(m for m in ("wrapt", "asyncio") if m in sys.modules))
+    import wrapt
+    import wrapt.exceptions
+    print(wrapt.exceptions.WrapperNotInitializedError.__name__ if hasattr(wrapt.exceptions,
+          "WrapperNotInitializedError") else "WrapperNotInitializedError")
+    ours = requests.Session.__dict__["__init__"]
+    print("same types:", isinstance(ours, wrapt.FunctionWrapper))
+    calls = []
+    def outer(wrapped, instance, args, kwargs):  # another instrumentation wraps ours
+        calls.append(1)
+        return wrapped(*args, **kwargs)
+    wrapt.wrap_function_wrapper(requests.Session, "__init__", outer)
+    @wrapt.decorator
+    def passthrough(wrapped, instance, args, kwargs):
+        return wrapped(*args, **kwargs)
+    for _ in range(11):
+        requests.Session()
+    print("outer calls:", len(calls), passthrough(len)("abc"))
+"""
+
+
+@pytest.mark.parametrize("extensions", ["C", "pure-Python"])
+def test_the_agent_loads_only_wrapts_wrappers(tmp_path: Path, extensions: str) -> None:
+    """`import wrapt` (2.2+) imports asyncio, whose objects every full GC then walks; the agent
+    loads wrapt's C wrappers alone, and a later `import wrapt` by the program gets the same
+    types (other instrumentation's isinstance checks and re-wrapping still work)."""
+    script = write_script(tmp_path, WRAPT_LATER)
+    env = clean_env(WRAPT_DISABLE_EXTENSIONS="1") if extensions != "C" else clean_env()
+    result = run_python_launched(script, env=env,
+                                 options=["--report", str(tmp_path / "r.json")])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    if extensions == "C":
+        assert lines[0] == "imported by the agent: []"
+    else:  # wrapt's pure-Python wrappers come with the package
+        assert lines[0].startswith("imported by the agent: ['asyncio', 'wrapt']") or \
+            lines[0] == "imported by the agent: ['wrapt']"
+    assert lines[1:] == ["WrapperNotInitializedError", "same types: True",
+                         "outer calls: 11 3"]
+    sites = [s for s in load_report(tmp_path / "r.json")["sites"]
+             if s["kind"] == "requests.Session"]
+    assert sum(s["created"] for s in sites) == 12

@@ -12,18 +12,21 @@ never looked at.
 
 from __future__ import annotations
 
+import contextlib
+import importlib._bootstrap
 import os
 import sys
 import time
 
-import wrapt
-
 from leakagent.core import guard
 from leakagent.core.tracker import CONSTRUCTION_DEPTH, qualified_name
 from leakagent.hooks.callsite import SiteFinder, package_dir
+from leakagent.hooks.importhook import when_imported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from importlib.machinery import ModuleSpec
     from types import ModuleType
     from typing import Any, Callable
 
@@ -42,13 +45,150 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-if _version(getattr(wrapt, "__version__", "0")) < MIN_WRAPT:
-    raise ImportError(
-        f"wrapt {getattr(wrapt, '__version__', '?')} is too old "
-        f"(leakagent needs {'.'.join(map(str, MIN_WRAPT))} or newer)"
-    )
+class WraptTooOld(ImportError):
+    """The installed wrapt predates what the wrappers need."""
 
-WRAPT_DIR = os.path.dirname(os.path.abspath(wrapt.__file__)) + os.sep
+
+def _check_version(text: str) -> None:
+    if _version(text) < MIN_WRAPT:
+        raise WraptTooOld(
+            f"wrapt {text} is too old (leakagent needs {'.'.join(map(str, MIN_WRAPT))} or newer)"
+        )
+
+
+# -- wrapt, as little of it as the wrappers need --------------------------------------------
+# ``import wrapt`` (2.2 and newer) imports ``asyncio`` through ``wrapt.synchronization``: ~45
+# modules and ~2,700 objects that the garbage collector then walks in every full collection
+# for the rest of the program (+4 % instructions per warm boto3 client). The wrappers are
+# wrapt's C extension, which needs nothing else of the package (2.5 reads one exception class
+# from ``wrapt.exceptions``, a module without imports). So when the program has not imported
+# wrapt yet, those two modules are loaded alone, under their own names: a later
+# ``import wrapt`` by the program finds them in ``sys.modules`` and uses the very same types,
+# so ``isinstance(x, wrapt.FunctionWrapper)`` in other instrumentation still sees ours.
+_LEAF_MODULES = ("exceptions",)
+"""Pure-Python modules of wrapt without imports that its extension may import at load."""
+
+
+def _declared_version(package_dir: str) -> str | None:
+    """``__version_info__`` as written in wrapt's ``__init__.py``, without executing it."""
+    try:
+        with open(os.path.join(package_dir, "__init__.py"), encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("__version_info__"):
+                    value = line.partition("=")[2]
+                    return ".".join(
+                        piece.strip(" '\"") for piece in value.strip(" ()\n").split(",")
+                    )
+    except OSError:
+        return None
+    return None
+
+
+def _load_alone() -> tuple[Any, str, str] | None:
+    """wrapt's C ``FunctionWrapper``, wrapt's directory and version, the package not executed.
+
+    None when that cannot be done (no C extension, extensions disabled, an unusual layout);
+    then the caller imports wrapt as usual.
+    """
+    from importlib.machinery import ExtensionFileLoader, PathFinder, SourceFileLoader
+
+    if os.environ.get("WRAPT_DISABLE_EXTENSIONS"):
+        return None
+    package = PathFinder.find_spec("wrapt")
+    if package is None or not package.submodule_search_locations or not package.origin:
+        return None
+    locations = list(package.submodule_search_locations)
+    directory = os.path.dirname(os.path.abspath(package.origin))
+    version = _declared_version(directory)
+    extension = PathFinder.find_spec("wrapt._wrappers", locations)
+    if version is None or extension is None:
+        return None
+    if not isinstance(extension.loader, ExtensionFileLoader):
+        return None
+    _check_version(version)
+    leaves = []
+    for leaf in _LEAF_MODULES:
+        spec = PathFinder.find_spec(f"wrapt.{leaf}", locations)
+        if spec is not None and spec.name not in sys.modules:
+            if not isinstance(spec.loader, SourceFileLoader):
+                return None
+            leaves.append(spec)
+    added: list[str] = []
+    with _stand_in_package(package):
+        try:
+            for spec in leaves:
+                _execute(spec, added)
+            module = _execute(extension, added)
+        except Exception:
+            for name in added:
+                sys.modules.pop(name, None)
+            raise
+    when_imported("wrapt", _adopt)
+    return module.FunctionWrapper, directory + os.sep, version
+
+
+@contextlib.contextmanager
+def _stand_in_package(spec: ModuleSpec) -> Iterator[None]:
+    """An empty ``wrapt`` in ``sys.modules`` while the extension loads.
+
+    The extension's ``PyImport_ImportModule("wrapt.exceptions")`` also imports the top-level
+    package, as any dotted import does, unless it is there already. The stand-in is marked as
+    initialising and the package's import lock is held meanwhile, so another thread's
+    ``import wrapt`` waits and then imports the real package.
+    """
+    from importlib.util import module_from_spec
+
+    stand_in = module_from_spec(spec)  # a bare module: its code is not executed
+    if stand_in.__spec__ is not None:
+        stand_in.__spec__._initializing = True  # type: ignore[attr-defined]
+    lock = getattr(importlib._bootstrap, "_ModuleLockManager", None)
+    with lock("wrapt") if lock is not None else contextlib.nullcontext():
+        sys.modules["wrapt"] = stand_in
+        try:
+            yield
+        finally:
+            if sys.modules.get("wrapt") is stand_in:
+                del sys.modules["wrapt"]
+
+
+def _execute(spec: Any, added: list[str]) -> Any:
+    from importlib.util import module_from_spec
+
+    module = module_from_spec(spec)
+    sys.modules[spec.name] = module
+    added.append(spec.name)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _adopt(package: ModuleType) -> None:
+    """The program imported wrapt: make the modules loaded alone its attributes, as an
+    ordinary import would have (``import wrapt.exceptions; wrapt.exceptions.X``)."""
+    for name in ("_wrappers", *_LEAF_MODULES):
+        module = sys.modules.get(f"wrapt.{name}")
+        if module is not None and not hasattr(package, name):
+            setattr(package, name, module)
+
+
+def _load_wrapt() -> tuple[Any, str]:
+    """wrapt's ``FunctionWrapper`` and directory: loaded alone if it can be, else imported."""
+    alone = None
+    if "wrapt" not in sys.modules:
+        try:
+            alone = _load_alone()
+        except WraptTooOld:
+            raise
+        except Exception:  # an unusual installation: the ordinary import decides
+            pass
+    if alone is not None:
+        return alone[0], alone[1]
+    import wrapt
+
+    _check_version(getattr(wrapt, "__version__", "0"))
+    return wrapt.FunctionWrapper, os.path.dirname(os.path.abspath(wrapt.__file__)) + os.sep
+
+
+FunctionWrapper, WRAPT_DIR = _load_wrapt()
 
 _depth = CONSTRUCTION_DEPTH  # shared with the threading.local hook (nested: not counted)
 _off = guard._off  # the parts switched off (a set: looked up without a call)
@@ -98,7 +238,7 @@ def _resolve_packages() -> None:
         _missing[:] = [name for name in _missing if name not in found]
 
 
-class _Wrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+class _Wrapper(FunctionWrapper):  # type: ignore[misc,valid-type]
     """Marks wrappers made by leakagent, so a second patch can tell them apart."""
 
 
