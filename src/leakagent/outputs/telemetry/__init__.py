@@ -449,8 +449,12 @@ def _set_up(host: Host, plan: Plan) -> None:
         guard.fault_point(PART)
         from leakagent.outputs.telemetry._setup import Telemetry
 
+        if _early.unwanted:  # the exit came during the import, with nothing to flush
+            return
         telemetry = Telemetry(host.tracker, host.config, plan)
-        telemetry.start()
+        telemetry.start(stop=lambda: _early.unwanted)
+        if _early.unwanted:
+            return
         telemetry.start_flush_worker()
         with _early.lock:
             creations, _early.creations = _early.creations, []
@@ -547,13 +551,15 @@ def _finish() -> None:
     if not _worth_exporting(host):
         _early.unwanted = True
         log.info("telemetry: nothing to export at exit; not waiting for the exporter")
+        _let_the_set_up_stop()
         return
     from leakagent.outputs.telemetry.probe import refusing_collectors
 
     refused = refusing_collectors(plan)
-    if refused is not None:  # a dead collector: nothing to wait for
+    if refused is not None:  # a dead collector: nothing to flush
         _early.unwanted = True
         log.info(f"telemetry not flushed at exit: {refused} refused the connection")
+        _let_the_set_up_stop()
         return
     if ready is None:
         _early.wake_up()
@@ -562,6 +568,17 @@ def _finish() -> None:
         ready = _early.ready
     if ready is not None:
         ready.finish(_time_left())
+
+
+def _let_the_set_up_stop() -> None:
+    """A set-up thread past its delay (importing the SDK and the exporters, building their
+    channels) is waited for, within the exit bound; it stops at its next step, seeing the
+    exit unwanted. The interpreter must not finalize while that thread is inside an
+    extension's initialisation: a gRPC exit with a dead collector was seen to end with
+    SIGSEGV (once, on a loaded machine) when the exit came in the middle of the set-up."""
+    waiting = _early.ready is None and _early.importing
+    if waiting and _early.setting_up.acquire(timeout=_time_left()):
+        _early.setting_up.release()
 
 
 def _exit_timeout() -> float:

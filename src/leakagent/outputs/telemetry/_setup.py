@@ -360,13 +360,18 @@ class Telemetry(Instruments, Spans):
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Build the private providers and register the instruments (set-up thread)."""
+    def start(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Build the private providers and register the instruments (set-up thread).
+
+        ``stop()`` is asked before each exporter is built (each imports its protocol's
+        modules and opens its channel): true once the program's exit wants no export."""
         _suppress_own_counting(self.plan)
         resource = build_resource()
         if self.plan.traces:
             provider = TracerProvider(resource=resource, shutdown_on_exit=False)
             for name in self.plan.traces:
+                if stop():
+                    return
                 spans = QuietSpanExporter(
                     _span_exporter(
                         name,
@@ -386,6 +391,8 @@ class Telemetry(Instruments, Spans):
                     if reader is not None:
                         readers.append(reader)
                 else:
+                    if stop():
+                        return
                     exporter = QuietMetricExporter(
                         _metric_exporter(
                             name,
