@@ -379,9 +379,9 @@ def stored():
 
 def state():
     value = stored()
-    if isinstance(value, patcher._Wrapper):
+    if patcher.is_ours(value):
         inner = value.__wrapped__
-        return "wrapped-twice" if isinstance(inner, patcher._Wrapper) else "wrapped"
+        return "wrapped-twice" if patcher.is_ours(inner) else "wrapped"
     return "pristine" if value is pristine else "changed"
 
 

@@ -159,8 +159,8 @@ def test_patch_unpatch_patch_wraps_once(tmp_path: Path) -> None:
         assert patcher.patch(target, requests, tracker)
         assert not patcher.patch(target, requests, tracker)  # already
         wrapped = requests.Session.__dict__["__init__"]
-        assert isinstance(wrapped, wrapt.FunctionWrapper)
-        assert not isinstance(wrapped.__wrapped__, wrapt.FunctionWrapper)
+        assert wrapped is not original and wrapped.__wrapped__ is original
+        assert wrapped.__qualname__ == original.__qualname__
         assert patcher.unpatch("requests.Session")
         assert requests.Session.__dict__["__init__"] is original
         assert not patcher.unpatch("requests.Session")
@@ -181,16 +181,18 @@ def test_patch_unpatch_patch_wraps_once(tmp_path: Path) -> None:
 
 
 WRAPT_LATER = """
-    import sys, threading
+    import inspect, sys, threading
     import requests
     requests.Session()
     print("imported by the agent:", sorted(m for m in ("wrapt", "asyncio") if m in sys.modules))
+    import redis  # imports asyncio itself
     import wrapt
     import wrapt.exceptions
     print(wrapt.exceptions.WrapperNotInitializedError.__name__ if hasattr(wrapt.exceptions,
           "WrapperNotInitializedError") else "WrapperNotInitializedError")
-    ours = requests.Session.__dict__["__init__"]
+    ours = vars(redis.Redis)["from_url"]  # a factory: wrapped by wrapt
     print("same types:", isinstance(ours, wrapt.FunctionWrapper))
+    print("signature:", list(inspect.signature(requests.Session.__init__).parameters))
     calls = []
     def outer(wrapped, instance, args, kwargs):  # another instrumentation wraps ours
         calls.append(1)
@@ -222,7 +224,7 @@ def test_the_agent_loads_only_wrapts_wrappers(tmp_path: Path, extensions: str) -
         assert lines[0].startswith("imported by the agent: ['asyncio', 'wrapt']") or \
             lines[0] == "imported by the agent: ['wrapt']"
     assert lines[1:] == ["WrapperNotInitializedError", "same types: True",
-                         "outer calls: 11 3"]
+                         "signature: ['self']", "outer calls: 11 3"]
     sites = [s for s in load_report(tmp_path / "r.json")["sites"]
              if s["kind"] == "requests.Session"]
     assert sum(s["created"] for s in sites) == 12
