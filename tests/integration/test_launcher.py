@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -324,3 +325,28 @@ def test_another_copy_of_our_sitecustomize_is_passed_over(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert result.stdout == "proxied\n"
     assert result.stderr.count("user sitecustomize ran") == 1
+
+
+def test_the_program_sees_its_own_sys_path(tmp_path: Path) -> None:
+    """The sitecustomize directory is on PYTHONPATH (child processes need it) but not on the
+    program's sys.path: the same sys.path as without the agent, and no extra entry for every
+    path search (importlib.metadata searches each entry, on every redis.Redis())."""
+    script = write_script(tmp_path, """
+        import json, os, subprocess, sys, threading
+        counting = "__leakagent_counting__" in vars(threading.local)
+        print(json.dumps([counting, sys.path]))
+    """)
+    user_dir = tmp_path / "user"
+    user_dir.mkdir()
+    env = clean_env(PYTHONPATH=str(user_dir))
+    plain = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert plain.returncode == 0, plain.stderr
+    expected = json.loads(plain.stdout)[1]
+    assert str(user_dir) in expected
+    for result in (run_python_launched(script, env=env),
+                   run_container_mode([str(script)], env=env)):
+        assert result.returncode == 0, result.stderr
+        counting, path = json.loads(result.stdout)
+        assert counting
+        assert path == expected
