@@ -13,6 +13,8 @@
   of the child, plain vs agent.
 * **seed**: ``examples/seed_buggy.py`` at 2,000 tasks, process CPU time (user + system of
   the child), interleaved pairs, median ratio.
+* **seed-instructions**: the same workload under callgrind at 200 and 400 tasks: the work
+  per task plain vs agent (start-up cancels) and the 400-task totals.
 * **first-warning**: the seed's bug in 8/32/64-thread pools: seconds from the start of the
   pool to the first ``leakagent:`` line, and the creations it had made by then.
 
@@ -47,7 +49,8 @@ INSTRUCTION_CASES = {
         4000,
     ),
     "requests.Session()": ("import requests", "requests.Session()", 300),
-    "redis.Redis()": ("import redis", "redis.Redis(host='127.0.0.1', port=1)", 300),
+    # redis: 1,000 (its GC phase moves the figure by ±10k at 300)
+    "redis.Redis()": ("import redis", "redis.Redis(host='127.0.0.1', port=1)", 1000),
     "warm boto3.client()": (
         "import boto3\nkw = dict(region_name='us-east-1', aws_access_key_id='t', "
         "aws_secret_access_key='t')\nboto3.client('s3', **kw)",
@@ -95,8 +98,14 @@ def callgrind_instructions(code: str, env: dict[str, str]) -> int:
 
 def per_creation(setup: str, statement: str, n: int, agent: bool) -> float:
     def program(count: int) -> str:
-        # the objects are dropped at once: what a program that churns them pays
-        return f"{setup}\nfor _ in range({count}):\n    {statement}\n"
+        # The objects are dropped at once: what a program that churns them pays. The set-up
+        # ends with a full collection: the first one after the imports is a one-off (~1 ms)
+        # that falls into one run length and not the other, and the agent's few extra
+        # allocations move it earlier, which the difference would count as a per-creation cost.
+        return (
+            f"{setup}\nimport gc\ngc.collect()\n"
+            f"for _ in range({count}):\n    {statement}\n"
+        )
 
     env = env_for(agent)
     short = callgrind_instructions(program(n), env)
@@ -174,6 +183,23 @@ def seed_program(tasks: int, threads: int) -> str:
     return source.replace('if __name__ == "__main__":', "if True:")
 
 
+def bench_seed_instructions(tasks: int = 200, threads: int = 8) -> dict[str, float]:
+    """The seed workload in instructions: whole runs at ``tasks`` and ``2 * tasks`` (callgrind
+    runs threads one at a time, so this is the CPU work, not the wall time), plain and agent.
+    ``ratio`` is the per-task cost (the difference of the two lengths: start-up cancels),
+    ``whole_ratio`` the longer run's total, start-up included."""
+    out: dict[str, float] = {}
+    for mode in ("plain", "agent"):
+        env = env_for(mode == "agent")
+        short = callgrind_instructions(seed_program(tasks, threads), env)
+        long = callgrind_instructions(seed_program(2 * tasks, threads), env)
+        out[f"{mode}_per_task"] = (long - short) / tasks
+        out[f"{mode}_total"] = long
+    out["ratio"] = out["agent_per_task"] / out["plain_per_task"]
+    out["whole_ratio"] = out["agent_total"] / out["plain_total"]
+    return out
+
+
 FIRST_WARNING = textwrap.dedent("""
     import sys, time
     T0 = None
@@ -221,7 +247,9 @@ def main() -> None:
     default_output = str(ROOT / "benchmarks" / "results" / "cost.json")
     parser.add_argument("-o", "--output", default=default_output)
     options = parser.parse_args()
-    everything = ["instructions", "contention", "kept-alive", "seed", "first-warning"]
+    everything = [
+        "instructions", "contention", "kept-alive", "seed", "seed-instructions", "first-warning"
+    ]
     wanted = set(options.only or everything)
     results: dict[str, object] = {"python": sys.version.split()[0], "started": time.time()}
     if "instructions" in wanted:
@@ -235,6 +263,9 @@ def main() -> None:
     if "seed" in wanted:
         results["seed"] = interleaved(seed_program(2000, 8), max(options.pairs // 2, 3), "cpu")
         print("seed", results["seed"], flush=True)
+    if "seed-instructions" in wanted:
+        results["seed_instructions"] = bench_seed_instructions()
+        print("seed-instructions", results["seed_instructions"], flush=True)
     if "first-warning" in wanted:
         results["first_warning"] = {str(n): bench_first_warning(n) for n in (8, 32, 64)}
         print("first-warning", results["first_warning"], flush=True)
