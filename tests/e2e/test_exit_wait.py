@@ -55,9 +55,42 @@ class SilentCollector:
             conn.close()
 
 
+class StuckCollector(SilentCollector):
+    """Answers the greeting of the exit probe (an HTTP/2 SETTINGS frame, an HTTP/1.1
+    response to HEAD), then never answers an export: alive but stuck, so the flush runs
+    and must be bounded."""
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+            threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _greet(conn: socket.socket) -> None:
+        try:
+            first = conn.recv(4096)
+            if first.startswith(b"PRI * HTTP/2.0"):
+                conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # SETTINGS
+            elif first.startswith(b"HEAD "):
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass
+
+
 @pytest.fixture
 def silent() -> Iterator[SilentCollector]:
     collector = SilentCollector()
+    yield collector
+    collector.close()
+
+
+@pytest.fixture
+def stuck() -> Iterator[StuckCollector]:
+    collector = StuckCollector()
     yield collector
     collector.close()
 
@@ -105,7 +138,7 @@ def test_a_dead_collector_is_noticed_at_once(tmp_path: Path, protocol: str) -> N
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_exit_flush_needs_no_new_thread(
-    tmp_path: Path, protocol: str, silent: SilentCollector
+    tmp_path: Path, protocol: str, stuck: StuckCollector
 ) -> None:
     """Python 3.12+ starts no thread once the interpreter shuts down: the exit flush runs on a
     worker started with the export layer (before: 'internal error in exit hook
@@ -114,10 +147,28 @@ def test_exit_flush_needs_no_new_thread(
         tmp_path,
         "import time, requests\nrequests.Session()\ntime.sleep(1.5)  # past the set-up\n",
     )
-    env = {**_env(protocol, silent.port), "LEAKAGENT_OTEL_EXIT_TIMEOUT": "0.5"}
+    env = {**_env(protocol, stuck.port), "LEAKAGENT_OTEL_EXIT_TIMEOUT": "0.5"}
     result = run_container_mode([str(app)], env=env, timeout=RUN_TIMEOUT)
     assert result.returncode == 0, result.stderr
     assert "can't create new thread" not in result.stderr
     assert "internal error" not in result.stderr
     assert "flush did not finish within" in result.stderr  # it ran, and was bounded
-    assert silent.accepted  # the flush did reach the (silent) collector
+    assert len(stuck.accepted) >= 2  # the probe, then the flush reached the stuck collector
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_silent_collector_is_not_waited_for(
+    tmp_path: Path, protocol: str, silent: SilentCollector
+) -> None:
+    """A finding to export, a collector that accepts connections and never answers: the exit
+    probe's greeting gets no answer, so there is no flush to wait for."""
+    app = write_script(tmp_path, FINDING)
+    result = run_container_mode([str(app)], env=_env(protocol, silent.port),
+                                timeout=RUN_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
+    assert (f"telemetry not flushed at exit: http://127.0.0.1:{silent.port} accepted the "
+            "connection but did not answer within 0.1 s") in result.stderr
+    assert "flush did not finish" not in result.stderr
+    assert len(silent.accepted) == 1  # the probe only
+    assert "internal error" not in result.stderr

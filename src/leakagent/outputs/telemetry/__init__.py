@@ -533,7 +533,8 @@ def _finish() -> None:
 
     Nothing to export (no suspect, no listed site, or only Prometheus, which is scraped): no
     wait at all (the set-up thread, maybe still asleep, dies with the process). Every OTLP
-    collector refusing connections (down): no wait either, said at INFO level. Else the
+    collector dead (refusing connections, or accepting and not answering a greeting): no
+    flush either, said at INFO level. Else the
     set-up is woken if it still sleeps, waited for, and the providers flushed, all within
     the bound.
     """
@@ -553,12 +554,12 @@ def _finish() -> None:
         log.info("telemetry: nothing to export at exit; not waiting for the exporter")
         _let_the_set_up_stop()
         return
-    from leakagent.outputs.telemetry.probe import refusing_collectors
+    from leakagent.outputs.telemetry.probe import dead_collectors
 
-    refused = refusing_collectors(plan)
-    if refused is not None:  # a dead collector: nothing to flush
+    dead = dead_collectors(plan)
+    if dead is not None:  # nothing to flush to
         _early.unwanted = True
-        log.info(f"telemetry not flushed at exit: {refused} refused the connection")
+        log.info(f"telemetry not flushed at exit: {dead}")
         _let_the_set_up_stop()
         return
     if ready is None:

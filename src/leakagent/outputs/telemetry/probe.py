@@ -1,8 +1,15 @@
-"""Where the OTLP exporters send, and whether those collectors refuse connections (exit)."""
+"""Where the OTLP exporters send, and whether those collectors are dead (at exit).
+
+Dead means refusing the connection (nothing listens), or accepting it and not answering a
+protocol greeting within :data:`ANSWER_TIMEOUT` (a stuck collector, a black hole behind a
+port that accepts): flushing to either would only wait for the exit bound. Only plain-text
+endpoints are greeted (TLS would need a handshake); anything else lets the exporter decide.
+"""
 
 from __future__ import annotations
 
 import os
+import socket
 
 from leakagent.outputs.telemetry import Plan
 
@@ -14,6 +21,12 @@ if TYPE_CHECKING:
 OTLP_DEFAULT_ENDPOINTS = {"grpc": "http://localhost:4317", "http/protobuf": "http://localhost:4318"}
 PROBE_TIMEOUT = 0.05
 """Seconds a probe of the collector may take at exit (a loopback connect takes ~0.1 ms)."""
+ANSWER_TIMEOUT = 0.1
+"""Seconds a collector that accepted the connection has to answer the greeting (a live one
+answers within a round trip: well under a millisecond on loopback or in a cluster)."""
+_H2_GREETING = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+"""The HTTP/2 client preface and an empty SETTINGS frame: every HTTP/2 server (gRPC) answers
+with its own SETTINGS frame."""
 
 
 def otlp_endpoint(signal: str, protocol: str, environ: Optional[Mapping[str, str]] = None) -> str:
@@ -26,7 +39,8 @@ def otlp_endpoint(signal: str, protocol: str, environ: Optional[Mapping[str, str
     )
 
 
-def _host_port(endpoint: str) -> Optional[tuple[str, int]]:
+def _parts(endpoint: str) -> Optional[tuple[str, int, str]]:
+    """(host, port, scheme) of an endpoint; scheme "" when it has none (``host:port``)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(endpoint if "://" in endpoint else "http://" + endpoint)
@@ -36,35 +50,84 @@ def _host_port(endpoint: str) -> Optional[tuple[str, int]]:
         return None
     if parts.hostname is None:
         return None
-    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+    scheme = parts.scheme if "://" in endpoint else ""
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80), scheme
 
 
-def refusing_collectors(plan: Plan) -> Optional[str]:
-    """The OTLP endpoints, when every exporter to flush is OTLP and every one of their
-    collectors refuses the connection (a dead collector: nothing to wait for); else None."""
-    import socket
+def _plain_text(protocol: str, scheme: str, environ: Mapping[str, str]) -> bool:
+    """Whether the exporter talks to this endpoint without TLS (then it can be greeted)."""
+    if scheme == "http":
+        return True
+    if scheme or protocol != "grpc":
+        return False
+    insecure = environ.get("OTEL_EXPORTER_OTLP_INSECURE", "").strip().lower()
+    return insecure == "true"  # gRPC to host:port: TLS unless the insecure variable says so
 
-    wanted: list[str] = []
+
+def _greeting(protocol: str, host: str, port: int) -> bytes:
+    if protocol == "grpc":
+        return _H2_GREETING
+    return f"HEAD / HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+
+
+def _answers(sock: socket.socket, greeting: bytes) -> bool:
+    """False only when the collector, sent ``greeting``, says nothing within the timeout."""
+    try:
+        sock.settimeout(ANSWER_TIMEOUT)
+        sock.sendall(greeting)
+        sock.recv(1)  # a byte, or the end of the connection: somebody is there
+    except socket.timeout:  # TimeoutError from 3.10; its own OSError subclass on 3.9
+        return False
+    except OSError:  # reset, or anything else: let the exporter decide
+        return True
+    return True
+
+
+def dead_collectors(plan: Plan, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """What is wrong with the OTLP collectors when every exporter to flush is OTLP and every
+    one of their collectors is dead ("URL refused the connection", "URL accepted the
+    connection but did not answer"); else None."""
+    env = os.environ if environ is None else environ
+    wanted: dict[str, str] = {}
     for signal, names, protocol in (
         ("TRACES", plan.traces, plan.traces_protocol),
         ("METRICS", plan.metrics, plan.metrics_protocol),
     ):
         for name in names:
             if name == "otlp":
-                wanted.append(otlp_endpoint(signal, protocol))
+                wanted.setdefault(otlp_endpoint(signal, protocol, env), protocol)
             elif name != "prometheus":
                 return None  # the console exporter: always flushed
     if not wanted:
         return None
-    for endpoint in dict.fromkeys(wanted):
-        address = _host_port(endpoint)
-        if address is None:
+    refused: list[str] = []
+    silent: list[str] = []
+    for endpoint, protocol in wanted.items():
+        parts = _parts(endpoint)
+        if parts is None:
             return None
+        host, port, scheme = parts
         try:
-            socket.create_connection(address, timeout=PROBE_TIMEOUT).close()
+            sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT)
         except ConnectionRefusedError:
+            refused.append(endpoint)
             continue
         except OSError:  # slow, unresolvable, unreachable: let the exporter decide
             return None
-        return None
-    return ", ".join(dict.fromkeys(wanted))
+        try:
+            if not _plain_text(protocol, scheme, env):
+                return None
+            if _answers(sock, _greeting(protocol, host, port)):
+                return None
+            silent.append(endpoint)
+        finally:
+            sock.close()
+    said = []
+    if refused:
+        said.append(f"{', '.join(refused)} refused the connection")
+    if silent:
+        said.append(
+            f"{', '.join(silent)} accepted the connection but did not answer within "
+            f"{ANSWER_TIMEOUT:g} s"
+        )
+    return "; ".join(said)
