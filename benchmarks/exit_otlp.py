@@ -1,13 +1,15 @@
-"""Exit cost of OTLP export when the collector is healthy, down or silent.
+"""Exit cost of OTLP export when the collector is healthy, down, silent or stuck.
 
     python benchmarks/exit_otlp.py [--runs 15] [--python PYTHON] [--only grpc,http]
 
 Runs each program in container mode (``PYTHONPATH=$(leakagent --sitecustomize-dir)``) with
-only the standard ``OTEL_*`` variables, against three collectors on 127.0.0.1:
+only the standard ``OTEL_*`` variables, against four collectors on 127.0.0.1:
 
 * ``healthy``: ``benchmarks/otlp_sink.py`` (answers every export at once);
 * ``down``: a closed port (connection refused);
-* ``silent``: a TCP listener that accepts connections and never answers.
+* ``silent``: a TCP listener that accepts connections and never answers;
+* ``stuck``: answers the agent's exit probe (an HTTP/2 SETTINGS frame, a response to
+  ``HEAD``), then never answers an export: the worst case, the flush runs to the bound.
 
 Programs: ``python -c pass`` (nothing worth exporting) and a program with a finding (a
 ``threading.local()`` made 60 times at one line: one suspect). Plain ``python`` runs the same
@@ -62,6 +64,30 @@ class Silent:
             except OSError:
                 return
             self.kept.append(conn)  # held open, never read from or written to
+
+
+class Stuck(Silent):
+    """Answers the exit probe's greeting, then never answers an export."""
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.kept.append(conn)
+            threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _greet(conn: socket.socket) -> None:
+        try:
+            first = conn.recv(4096)
+            if first.startswith(b"PRI * HTTP/2.0"):
+                conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            elif first.startswith(b"HEAD "):
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass
 
 
 def closed_port() -> int:
@@ -169,6 +195,7 @@ def main() -> None:
         compile_bytecode(args.python, site_dir)
     sink, grpc_port, http_port = start_sink()
     silent = Silent()
+    stuck = Stuck()
     down = closed_port()
     variants: list[tuple[str, list[str], dict[str, str]]] = []
     measure = timed
@@ -190,7 +217,7 @@ def main() -> None:
         for protocol in args.only.split(","):
             healthy = grpc_port if protocol == "grpc" else http_port
             for collector, port in (("healthy", healthy), ("down", down),
-                                    ("silent", silent.port)):
+                                    ("silent", silent.port), ("stuck", stuck.port)):
                 env = {**base_env(), "PYTHONPATH": site_dir, **otlp_env(protocol, port)}
                 variants.append((f"{program} {protocol} {collector}", [args.python, *code], env))
     times: dict[str, list[float]] = {name: [] for name, _, _ in variants}

@@ -534,9 +534,8 @@ def _finish() -> None:
     Nothing to export (no suspect, no listed site, or only Prometheus, which is scraped): no
     wait at all (the set-up thread, maybe still asleep, dies with the process). Every OTLP
     collector dead (refusing connections, or accepting and not answering a greeting): no
-    flush either, said at INFO level. Else the
-    set-up is woken if it still sleeps, waited for, and the providers flushed, all within
-    the bound.
+    flush either, said at INFO level. Else the set-up is woken if it still sleeps, waited
+    for, and the providers flushed, all within the bound.
     """
     if _early.finished:
         return
