@@ -45,6 +45,7 @@ from _weakref import ref
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any, Callable, Optional, Union
 
     Site = Union[tuple[str, int, str], tuple[str, int, str, str, Optional[str]]]
@@ -108,6 +109,7 @@ class SiteStats:
         "discard",
         "exempt",
         "file",
+        "first",
         "first_seen",
         "flagged_after",
         "function",
@@ -143,7 +145,7 @@ class SiteStats:
             or self.file == OVERFLOW_FILE
             or (is_local and (self.via is not None or self.origin == "library"))
         )
-        self.cells: dict[_Cell, None] = {}
+        self.cells: list[_Cell] = []  # a list: ~140 B less per site than a dict of one
         self.alive_creators = 0
         self.concurrency = 0  # most creating threads alive at the same time
         self.threads = 0
@@ -151,10 +153,14 @@ class SiteStats:
         self.dead_untracked = 0
         self.dead_max = 0
         self.dead_max_thread = ""
-        self.watches: set[_Watch] = set()  # the current level: one watched per ``stride``
-        self.discard = self.watches.discard  # the weakref callback (C)
+        # The first watched instance: a plain weak reference, no set (most sites make one
+        # instance; a set, its callback and its level list cost ~400 B more per site).
+        self.first: Optional[ref[Any]] = None
+        # The current level (one watched per ``stride``), from the second watched instance.
+        self.watches: Optional[set[_Watch]] = None
+        self.discard: Any = None  # the weakref callback (C): ``watches.discard``
         self.watch_cap = SAMPLE_FROM
-        self.levels: list[tuple[int, set[_Watch]]] = [(1, self.watches)]
+        self.levels: Sequence[tuple[int, set[_Watch]]] = ()  # a list from the first set on
         self.debt = 0.0  # excess creations not yet leaked away
         self.debt_time = now
         self.stride = 1
@@ -180,11 +186,15 @@ class SiteStats:
         """Watched instances not yet freed (a lower bound when ``untracked`` > 0; an
         estimate once sampled: each reference of a level stands for ``stride`` instances, the
         ones skipped since the last watched one are not counted)."""
-        return sum(stride * len(watches) for stride, watches in self.levels)
+        first = self.first
+        alive = 1 if first is not None and first() is not None else 0
+        return alive + sum(stride * len(watches) for stride, watches in self.levels)
 
     @property
     def watched(self) -> int:
-        return sum(len(watches) for _, watches in self.levels)
+        first = self.first
+        alive = 1 if first is not None and first() is not None else 0
+        return alive + sum(len(watches) for _, watches in self.levels)
 
     @property
     def per_thread(self) -> dict[int, int]:
@@ -240,12 +250,14 @@ class SiteStats:
         }
 
 
-def _new_level(stats: SiteStats, stride: int) -> None:
+def _new_level(stats: SiteStats, stride: int) -> set[_Watch]:
     """Watch one instance in ``stride`` from now on, in a set of its own (under the lock)."""
     stats.stride = stride
-    stats.watches = set()
-    stats.discard = stats.watches.discard
-    stats.levels.append((stride, stats.watches))
+    watches: set[_Watch] = set()
+    stats.watches = watches
+    stats.discard = watches.discard
+    stats.levels = [*stats.levels, (stride, watches)]  # (rare: a few per site at most)
+    return watches
 
 
 class _Watch(ref):  # type: ignore[type-arg]
@@ -306,6 +318,9 @@ class Tracker:
         self.threshold = threshold
         self.max_sites = max_sites
         self.max_live_refs = max_live_refs
+        # References per set: the first level holds ``first`` and a set, SAMPLE_FROM in all.
+        # One int object shared by every site.
+        self._watch_cap = max(min(SAMPLE_FROM, max_live_refs) - 1, 0)
         self.refresh_seconds = refresh_seconds
         self.on_suspect = on_suspect
         """Called (outside the lock) with a site copy and the event: 'suspect' or 'retention'."""
@@ -370,7 +385,7 @@ class Tracker:
         else:
             cell.skip = 1
         watches = stats.watches
-        if len(watches) < stats.watch_cap and not self._capped:
+        if watches is not None and len(watches) < stats.watch_cap and not self._capped:
             try:
                 watches.add(_Watch(obj, stats.discard))
             except TypeError:  # the type does not support weak references
@@ -379,7 +394,7 @@ class Tracker:
         elif self._capped:  # max_live_refs reached: not watched (live: a lower bound)
             cell.untracked += cell.skip
             cell.skip = 0
-        else:
+        else:  # the set is full, or the site has none yet
             self._crowded(cell, obj)
             return
         self._made += 1
@@ -393,7 +408,7 @@ class Tracker:
         if cell.skip < stats.stride:
             return
         watches = stats.watches
-        if len(watches) < stats.watch_cap and not self._capped:
+        if watches is not None and len(watches) < stats.watch_cap and not self._capped:
             try:
                 watches.add(_Watch(obj, stats.discard))
             except TypeError:
@@ -408,17 +423,33 @@ class Tracker:
             self._open_level(cell, obj)
 
     def _open_level(self, cell: _Cell, obj: object) -> None:
-        """The site's current set is full: watch one in twice as many, or stop (the cap)."""
+        """The site's current set is full: watch one in twice as many, or stop (the cap);
+        or it has no set yet: its first watched instance, or its first set."""
         stats = cell.stats
+        if stats.watches is None and not self._capped:
+            weight, cell.skip = cell.skip, 0
+            try:
+                if stats.first is None:
+                    stats.first = ref(obj)
+                    return
+                _new_level(stats, 1).add(_Watch(obj, stats.discard))
+            except TypeError:  # the type does not support weak references
+                cell.untracked += weight
+                if stats.watches is None:  # the next ones find out without the lock
+                    _new_level(stats, 1)
+            return
         self._count_watched()
         weight, cell.skip = cell.skip, 0
         if self._capped or stats.stride >= MAX_STRIDE:
             cell.untracked += weight
             return
-        if len(stats.watches) >= stats.watch_cap:
-            _new_level(stats, stats.stride * 2)
+        watches = stats.watches
+        if watches is None:  # (the cap was lifted by the recount)
+            watches = _new_level(stats, 1)
+        elif len(watches) >= stats.watch_cap:
+            watches = _new_level(stats, stats.stride * 2)
         try:
-            stats.watches.add(_Watch(obj, stats.discard))
+            watches.add(_Watch(obj, stats.discard))
         except TypeError:
             cell.untracked += weight
 
@@ -492,7 +523,7 @@ class Tracker:
                 cells[(kind, site)] = existing
                 return existing
         cell = _Cell(stats, serial)
-        stats.cells[cell] = None
+        stats.cells.append(cell)
         stats.threads += 1
         stats.alive_creators += 1
         cells[(kind, site)] = cell
@@ -506,7 +537,7 @@ class Tracker:
             if stats is not None:
                 return stats
         stats = SiteStats(kind, site, base, now)
-        stats.watch_cap = min(SAMPLE_FROM, self.max_live_refs)
+        stats.watch_cap = self._watch_cap
         self._sites[(kind, stats.file, stats.line, stats.function)] = stats
         return stats
 
@@ -521,7 +552,7 @@ class Tracker:
         debt = stats.debt + excess
         if self.refresh_seconds > 0:
             debt -= (now - stats.debt_time) / self.refresh_seconds
-        stats.debt = max(debt, 0.0)
+        stats.debt = debt if debt > 0.0 else 0.0  # the constant: no float kept per site
         stats.debt_time = now
 
     def _report(self, cell: _Cell, first: bool, now: float) -> Optional[tuple[str, dict[str, Any]]]:
@@ -602,7 +633,7 @@ class Tracker:
         delta = cell.count - cell.flushed
         if delta:
             self._leak(stats, delta, now)
-        del stats.cells[cell]
+        stats.cells.remove(cell)
         stats.alive_creators -= 1
         stats.dead_created += cell.count
         stats.dead_untracked += cell.untracked
@@ -673,7 +704,8 @@ class Tracker:
             stats = self._sites.get(key)
             if stats is None or limit <= 0:
                 return []
-            watches = [watch for _, level in stats.levels for watch in list(level)]
+            watches: list[Any] = [stats.first] if stats.first is not None else []
+            watches += [watch for _, level in stats.levels for watch in list(level)]
         found: list[object] = []
         for watch in watches:
             obj = watch()

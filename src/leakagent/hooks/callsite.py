@@ -61,7 +61,7 @@ class SiteFinder:
     def __init__(self, skip_prefixes: tuple[str, ...] = ()) -> None:
         self._skip = (AGENT_DIR, *skip_prefixes)
         self._kinds: dict[str, int] = {}
-        self._at: dict[tuple[int, int], tuple[object, Site]] = {}  # (id(code), offset) -> site
+        self._at: dict[int, tuple[object, Site]] = {}  # id(code) << 32 | offset -> site
         self.direct_sites: dict[tuple[int, int, type], tuple[object, str, Site, str | None]] = {}
         """(id(code), offset, class) -> (code, kind, site, base): what a hook that sees the
         creating frame itself may count without finding the site again (filled by its slow
@@ -98,7 +98,7 @@ class SiteFinder:
             return self.find(depth + 1)
         # by id: hashing a code object hashes its bytecode and constants, every time; the
         # entry keeps the code, so the id cannot be reused while it is cached
-        key = (id(code), frame.f_lasti)
+        key = id(code) << 32 | frame.f_lasti  # one int: ~80 B less per cached site than a pair
         entry = self._at.get(key)
         if entry is not None and entry[0] is code:
             return entry[1]
@@ -118,7 +118,7 @@ class SiteFinder:
             kind = self._kind(code.co_filename)
         if kind != _USER:
             return None, False
-        key = (id(code), frame.f_lasti)
+        key = id(code) << 32 | frame.f_lasti  # one int: ~80 B less per cached site than a pair
         entry = self._at.get(key)
         if entry is not None and entry[0] is code:
             return entry[1], True
