@@ -288,7 +288,7 @@ class ConstructorHook:
         finally:
             _depth.reset(token)
         end = _clock() if timed else 0
-        self._count(instance if self.target.is_class else result, start, end)
+        self._count(instance if self.target.is_class else result, start, end, 2)
         return result
 
     def construct(self, original: Any, obj: Any, args: Any, kwargs: Any) -> None:
@@ -300,9 +300,12 @@ class ConstructorHook:
             original(obj, *args, **kwargs)
         finally:
             _depth.reset(token)
-        self._count(obj, start, _clock() if timed else 0)
+        self._count(obj, start, _clock() if timed else 0, 3)
 
-    def _count(self, obj: Any, start: int, end: int) -> None:
+    def _count(self, obj: Any, start: int, end: int, depth: int) -> None:
+        """Count ``obj``; the frame ``depth`` above this one is the constructor's caller
+        (past ``__call__``, or past ``construct`` and the ``__init__`` replacement): the
+        search for the site starts there."""
         try:
             if guard.FAULTS:
                 guard.fault_point(PART)
@@ -310,9 +313,9 @@ class ConstructorHook:
             if _missing and len(sys.modules) != _modules_seen:
                 _resolve_packages()
             if base is not None and self.target.is_class:  # a program subclass
-                site = self.finder.find(1, obj)
+                site = self.finder.find(depth, obj)
             else:
-                site = self.finder.find_fast(1)
+                site = self.finder.find_fast(depth)
             self.tracker.record(kind, site, obj, base)
             if start:
                 for listener in listeners:
