@@ -13,6 +13,7 @@ never looked at.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib._bootstrap
 import os
 import sys
@@ -329,8 +330,9 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
     does there (bind a ``BoundFunctionWrapper`` on every construction, call the hook with an
     args tuple and a kwargs dict) costs ~5.4k instructions per construction, this ~1.6k; a
     ``requests.Session()`` goes through three (its own and two nested ``PoolManager``).
-    ``__wrapped__`` and the original's names are kept, as ``functools.wraps`` keeps them, so
-    ``inspect.signature`` and other instrumentation see the original."""
+    ``functools.update_wrapper`` keeps the original's names, annotations and ``__wrapped__``,
+    so ``inspect.signature``, ``inspect.getsource`` and ``typing.get_type_hints`` see the
+    original; ``__code__`` is the replacement's own."""
     depth = _depth
     off = _off
     construct = hook.construct
@@ -340,12 +342,10 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
             return original(self, *args, **kwargs)  # type: ignore[no-any-return]
         return construct(original, self, args, kwargs)
 
-    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
-        try:
-            setattr(__init__, name, getattr(original, name))
-        except (AttributeError, TypeError):
-            pass
-    __init__.__wrapped__ = original  # type: ignore[attr-defined]
+    try:  # names, docstring, annotations, attributes, __wrapped__ (missing ones skipped)
+        functools.update_wrapper(__init__, original)
+    except (AttributeError, TypeError):
+        __init__.__wrapped__ = original  # type: ignore[attr-defined]
     __init__.__leakagent_hook__ = hook  # type: ignore[attr-defined]
     return __init__
 
