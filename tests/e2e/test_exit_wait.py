@@ -8,13 +8,12 @@ level, and that a process whose exit bound is 60 s ends well within a 30 s subpr
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.collectors import SilentCollector, StuckCollector
 from tests.e2e.conftest import free_port
 from tests.helpers import clean_env, run_container_mode, write_script
 
@@ -28,57 +27,6 @@ def handle():
 kept = [handle() for _ in range(60)]
 print("done")
 """
-
-
-class SilentCollector:
-    """Accepts TCP connections on 127.0.0.1 and never answers; counts them."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
-        self.accepted: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
-
-
-class StuckCollector(SilentCollector):
-    """Answers the greeting of the exit probe (an HTTP/2 SETTINGS frame, an HTTP/1.1
-    response to HEAD), then never answers an export: alive but stuck, so the flush runs
-    and must be bounded."""
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-            threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _greet(conn: socket.socket) -> None:
-        try:
-            first = conn.recv(4096)
-            if first.startswith(b"PRI * HTTP/2.0"):
-                conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # SETTINGS
-            elif first.startswith(b"HEAD "):
-                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-        except OSError:
-            pass
 
 
 @pytest.fixture

@@ -4,61 +4,28 @@ against real sockets on loopback."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from leakagent.outputs.telemetry import Plan
 from leakagent.outputs.telemetry.probe import dead_collectors
-
-
-class Listener:
-    """A loopback TCP server; ``answer`` bytes are sent back after the first read (None:
-    it never answers). Records what it received."""
-
-    def __init__(self, answer: bytes | None) -> None:
-        self.answer = answer
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = int(self.sock.getsockname()[1])
-        self.received: list[bytes] = []
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            if self.answer is not None:
-                try:
-                    self.received.append(conn.recv(4096))
-                    conn.sendall(self.answer)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
+from tests.collectors import SilentCollector, StuckCollector
 
 
 @pytest.fixture
-def silent() -> Iterator[Listener]:
-    listener = Listener(None)
-    yield listener
-    listener.close()
+def silent() -> Iterator[SilentCollector]:
+    collector = SilentCollector()
+    yield collector
+    collector.close()
 
 
 @pytest.fixture
-def live() -> Iterator[Listener]:
-    listener = Listener(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-    yield listener
-    listener.close()
+def live() -> Iterator[StuckCollector]:
+    """Answers the greeting: alive, as far as the probe can tell."""
+    collector = StuckCollector()
+    yield collector
+    collector.close()
 
 
 def plan(protocol: str = "grpc", traces: tuple[str, ...] = ("otlp",),
@@ -77,7 +44,7 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_refused_and_silent_are_dead_live_is_not(
-    protocol: str, silent: Listener, live: Listener
+    protocol: str, silent: SilentCollector, live: StuckCollector
 ) -> None:
     port = closed_port()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
@@ -97,7 +64,7 @@ def test_refused_and_silent_are_dead_live_is_not(
         assert greeting.startswith(b"HEAD / HTTP/1.1\r\n")
 
 
-def test_one_live_collector_is_enough(silent: Listener, live: Listener) -> None:
+def test_one_live_collector_is_enough(silent: SilentCollector, live: StuckCollector) -> None:
     env = {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{silent.port}",
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"http://127.0.0.1:{live.port}",
@@ -111,7 +78,7 @@ def test_one_live_collector_is_enough(silent: Listener, live: Listener) -> None:
     )
 
 
-def test_tls_endpoints_are_not_greeted(silent: Listener) -> None:
+def test_tls_endpoints_are_not_greeted(silent: SilentCollector) -> None:
     """TLS would need a handshake: the exporter decides, as before the probe."""
     for protocol, endpoint, insecure in (
         ("grpc", f"https://127.0.0.1:{silent.port}", ""),
@@ -123,9 +90,15 @@ def test_tls_endpoints_are_not_greeted(silent: Listener) -> None:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1:{silent.port}",
            "OTEL_EXPORTER_OTLP_INSECURE": "true"}
     assert dead_collectors(plan("grpc"), env) is not None
+    # the signals' own variables come first, as the exporters read them
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"127.0.0.1:{silent.port}",
+           "OTEL_EXPORTER_OTLP_INSECURE": "false",
+           "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true"}
+    assert dead_collectors(plan("grpc", metrics=()), env) is not None
+    assert dead_collectors(plan("grpc"), env) is None  # metrics: TLS, not greeted
 
 
-def test_a_console_exporter_is_always_flushed(silent: Listener) -> None:
+def test_a_console_exporter_is_always_flushed(silent: SilentCollector) -> None:
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{silent.port}"}
     assert dead_collectors(plan(traces=("console",)), env) is None
     assert dead_collectors(plan(traces=(), metrics=("prometheus",)), env) is None
