@@ -37,6 +37,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from exit_otlp import compile_bytecode  # a sibling script: benchmarks/ is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
@@ -111,18 +113,6 @@ def per_creation(setup: str, statement: str, n: int, agent: bool) -> float:
     short = callgrind_instructions(program(n), env)
     long = callgrind_instructions(program(2 * n), env)
     return (long - short) / n
-
-
-def compile_bytecode() -> None:
-    """Write leakagent's ``.pyc`` files, as a wheel install does. Without them (an editable
-    install with ``PYTHONDONTWRITEBYTECODE``, as in this sandbox) every agent run compiles
-    the package: +240M instructions at start-up, which the two-length differences cancel
-    but the seed's whole-run totals do not."""
-    package = subprocess.check_output(
-        [PY, "-c", "import os, leakagent; print(os.path.dirname(leakagent.__file__))"], text=True
-    ).strip()
-    subprocess.run([PY, "-m", "compileall", "-q", package, sitecustomize_dir()],
-                   stdout=subprocess.DEVNULL, check=False)
 
 
 def bench_instructions() -> dict[str, dict[str, float]]:
@@ -264,7 +254,10 @@ def main() -> None:
     ]
     wanted = set(options.only or everything)
     results: dict[str, object] = {"python": sys.version.split()[0], "started": time.time()}
-    compile_bytecode()
+    # leakagent's .pyc, as a wheel install has them: without them (an editable install under
+    # PYTHONDONTWRITEBYTECODE) every agent run compiles the package, +240M instructions of
+    # start-up, which the two-length differences cancel but the seed's whole runs do not
+    compile_bytecode(PY, sitecustomize_dir())
     if "instructions" in wanted:
         results["instructions"] = bench_instructions()
     if "contention" in wanted:

@@ -63,20 +63,19 @@ class Silent:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.kept.append(conn)  # held open, never read from or written to
+            self.kept.append(conn)  # held open
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        """Never read from or written to."""
 
 
 class Stuck(Silent):
-    """Answers the exit probe's greeting, then never answers an export."""
+    """Answers the exit probe's greeting, then never answers an export (the same as
+    ``tests/collectors.py``'s; benchmarks import nothing from the tests)."""
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.kept.append(conn)
-            threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
+    def _accepted(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _greet(conn: socket.socket) -> None:
