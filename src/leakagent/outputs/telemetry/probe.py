@@ -54,14 +54,19 @@ def _parts(endpoint: str) -> Optional[tuple[str, int, str]]:
     return parts.hostname, port or (443 if parts.scheme == "https" else 80), scheme
 
 
-def _plain_text(protocol: str, scheme: str, environ: Mapping[str, str]) -> bool:
+def _plain_text(signal: str, protocol: str, scheme: str, environ: Mapping[str, str]) -> bool:
     """Whether the exporter talks to this endpoint without TLS (then it can be greeted)."""
     if scheme == "http":
         return True
     if scheme or protocol != "grpc":
         return False
-    insecure = environ.get("OTEL_EXPORTER_OTLP_INSECURE", "").strip().lower()
-    return insecure == "true"  # gRPC to host:port: TLS unless the insecure variable says so
+    # gRPC to host:port: TLS unless the insecure variable says so (the signal's own first,
+    # as the exporter reads them)
+    insecure = (
+        environ.get(f"OTEL_EXPORTER_OTLP_{signal}_INSECURE", "").strip()
+        or environ.get("OTEL_EXPORTER_OTLP_INSECURE", "").strip()
+    )
+    return insecure.lower() == "true"
 
 
 def _greeting(protocol: str, host: str, port: int) -> bytes:
@@ -88,25 +93,28 @@ def dead_collectors(plan: Plan, environ: Optional[Mapping[str, str]] = None) -> 
     one of their collectors is dead ("URL refused the connection", "URL accepted the
     connection but did not answer"); else None."""
     env = os.environ if environ is None else environ
-    wanted: dict[str, str] = {}
+    # (endpoint, protocol, plain text) -> (host, port): one probe per way of talking to it
+    wanted: dict[tuple[str, str, bool], tuple[str, int]] = {}
     for signal, names, protocol in (
         ("TRACES", plan.traces, plan.traces_protocol),
         ("METRICS", plan.metrics, plan.metrics_protocol),
     ):
         for name in names:
             if name == "otlp":
-                wanted.setdefault(otlp_endpoint(signal, protocol, env), protocol)
+                endpoint = otlp_endpoint(signal, protocol, env)
+                parts = _parts(endpoint)
+                if parts is None:
+                    return None
+                host, port, scheme = parts
+                plain = _plain_text(signal, protocol, scheme, env)
+                wanted[(endpoint, protocol, plain)] = (host, port)
             elif name != "prometheus":
                 return None  # the console exporter: always flushed
     if not wanted:
         return None
     refused: list[str] = []
     silent: list[str] = []
-    for endpoint, protocol in wanted.items():
-        parts = _parts(endpoint)
-        if parts is None:
-            return None
-        host, port, scheme = parts
+    for (endpoint, protocol, plain), (host, port) in wanted.items():
         try:
             sock = socket.create_connection((host, port), timeout=PROBE_TIMEOUT)
         except ConnectionRefusedError:
@@ -115,13 +123,14 @@ def dead_collectors(plan: Plan, environ: Optional[Mapping[str, str]] = None) -> 
         except OSError:  # slow, unresolvable, unreachable: let the exporter decide
             return None
         try:
-            if not _plain_text(protocol, scheme, env):
+            if not plain:
                 return None
             if _answers(sock, _greeting(protocol, host, port)):
                 return None
             silent.append(endpoint)
         finally:
             sock.close()
+    refused, silent = list(dict.fromkeys(refused)), list(dict.fromkeys(silent))
     said = []
     if refused:
         said.append(f"{', '.join(refused)} refused the connection")
