@@ -186,15 +186,15 @@ class SiteStats:
         """Watched instances not yet freed (a lower bound when ``untracked`` > 0; an
         estimate once sampled: each reference of a level stands for ``stride`` instances, the
         ones skipped since the last watched one are not counted)."""
-        first = self.first
-        alive = 1 if first is not None and first() is not None else 0
-        return alive + sum(stride * len(watches) for stride, watches in self.levels)
+        return self._first_alive() + sum(stride * len(w) for stride, w in self.levels)
 
     @property
     def watched(self) -> int:
+        return self._first_alive() + sum(len(watches) for _, watches in self.levels)
+
+    def _first_alive(self) -> int:
         first = self.first
-        alive = 1 if first is not None and first() is not None else 0
-        return alive + sum(len(watches) for _, watches in self.levels)
+        return 1 if first is not None and first() is not None else 0
 
     @property
     def per_thread(self) -> dict[int, int]:

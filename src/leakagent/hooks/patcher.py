@@ -85,8 +85,8 @@ def _declared_version(package_dir: str) -> str | None:
     return None
 
 
-def _load_alone() -> tuple[Any, str, str] | None:
-    """wrapt's C ``FunctionWrapper``, wrapt's directory and version, the package not executed.
+def _load_alone() -> tuple[Any, str] | None:
+    """wrapt's C ``FunctionWrapper`` and wrapt's directory, the package not executed.
 
     None when that cannot be done (no C extension, extensions disabled, an unusual layout);
     then the caller imports wrapt as usual.
@@ -125,7 +125,7 @@ def _load_alone() -> tuple[Any, str, str] | None:
                 sys.modules.pop(name, None)
             raise
     when_imported("wrapt", _adopt)
-    return module.FunctionWrapper, directory + os.sep, version
+    return module.FunctionWrapper, directory + os.sep
 
 
 @contextlib.contextmanager
@@ -182,7 +182,7 @@ def _load_wrapt() -> tuple[Any, str]:
         except Exception:  # an unusual installation: the ordinary import decides
             pass
     if alone is not None:
-        return alone[0], alone[1]
+        return alone
     import wrapt
 
     _check_version(getattr(wrapt, "__version__", "0"))

@@ -576,8 +576,12 @@ def _let_the_set_up_stop() -> None:
     exit unwanted. The interpreter must not finalize while that thread is inside an
     extension's initialisation: a gRPC exit with a dead collector was seen to end with
     SIGSEGV (once, on a loaded machine) when the exit came in the middle of the set-up."""
-    waiting = _early.ready is None and _early.importing
-    if waiting and _early.setting_up.acquire(timeout=_time_left()):
+    _wait_for_importing_set_up(_time_left())
+
+
+def _wait_for_importing_set_up(timeout: float) -> None:
+    """Wait (at most ``timeout``) for a set-up thread past its delay, not one still asleep."""
+    if _early.ready is None and _early.importing and _early.setting_up.acquire(timeout=timeout):
         _early.setting_up.release()
 
 
@@ -593,8 +597,7 @@ def _before_fork() -> None:
     """Let the set-up finish before a fork: a child must not inherit half-imported modules
     (their import locks belong to a thread that does not exist in the child). A set-up
     thread still asleep is not waited for: the child starts its own."""
-    if _early.ready is None and _early.importing and _early.setting_up.acquire(timeout=FORK_WAIT):
-        _early.setting_up.release()
+    _wait_for_importing_set_up(FORK_WAIT)
 
 
 def _after_fork_in_child() -> None:
