@@ -60,6 +60,7 @@ MAX_NAMES = 4096  # thread names kept for reports (names of ended threads go fir
 OVERFLOW_FILE = "<other call sites>"
 LOCAL_KIND = "threading.local"
 SAMPLE_FROM = 1024  # live instances watched one by one per site before sampling
+MAX_FAST_KEYS = 20_000  # fast-path keys per thread, at most
 MAX_ALLOWANCE = 1 << 16  # lock-free creations per cell between two reports, at most
 REFRESH_SECONDS = 60.0
 MAX_STRIDE = 1 << 24
@@ -78,9 +79,26 @@ QUIET_ORIGINS = ("stdlib", "agent")
 
 
 class _Cell:
-    """One thread's counters at one site: written lock-free by that thread only."""
+    """One thread's counters at one site: written lock-free by that thread only.
 
-    __slots__ = ("count", "flushed", "limit", "serial", "skip", "stats", "untracked")
+    ``quick`` lets a caller that holds the cell count a creation without calling the tracker
+    (``threading.local``'s ``__new__``): while ``count < quick``, ``count += 1`` is all
+    :meth:`Tracker.record` would do (no instance due to be watched, the allowance not used
+    up). It is ``min(limit, mark + stride - 1)``, set whenever the tracker sets ``limit`` or
+    passes on a creation, so before a verdict (stride 1) every creation is recorded.
+    """
+
+    __slots__ = (
+        "code",
+        "count",
+        "flushed",
+        "limit",
+        "mark",
+        "quick",
+        "serial",
+        "stats",
+        "untracked",
+    )
 
     def __init__(self, stats: SiteStats, serial: int) -> None:
         self.stats = stats
@@ -88,8 +106,12 @@ class _Cell:
         self.count = 0
         self.flushed = 0  # count when last reported under the lock
         self.untracked = 0
-        self.skip = 0  # creations skipped by sampling since the last watched one
+        # ``count`` at the last creation that was watched (or could not be): the ones since
+        # were skipped by sampling, and the next watched one stands for them
+        self.mark = 0
         self.limit = 0  # the lock is taken again when ``count`` reaches it
+        self.quick = 0
+        self.code: object = None  # the code object of the thread's fast-path keys, if any
 
 
 class SiteStats:
@@ -145,7 +167,9 @@ class SiteStats:
             or self.file == OVERFLOW_FILE
             or (is_local and (self.via is not None or self.origin == "library"))
         )
-        self.cells: list[_Cell] = []  # a list: ~140 B less per site than a dict of one
+        # a tuple, replaced under the lock: ~40 B less per site than a list, ~180 B less than
+        # a dict of one
+        self.cells: tuple[_Cell, ...] = ()
         self.alive_creators = 0
         self.concurrency = 0  # most creating threads alive at the same time
         self.threads = 0
@@ -250,6 +274,12 @@ class SiteStats:
         }
 
 
+def _allow_quick(cell: _Cell, stride: int) -> None:
+    """Set ``cell.quick`` from its limit, its mark and the site's stride (see ``_Cell``)."""
+    quick = cell.mark + stride - 1
+    cell.quick = quick if quick < cell.limit else cell.limit
+
+
 def _new_level(stats: SiteStats, stride: int) -> set[_Watch]:
     """Watch one instance in ``stride`` from now on, in a set of its own (under the lock)."""
     stats.stride = stride
@@ -268,6 +298,9 @@ class _Watch(ref):  # type: ignore[type-arg]
     __hash__ = object.__hash__
     __eq__ = object.__eq__
     __ne__ = object.__ne__
+
+
+_RawLocal: Any = _thread._local.__mro__[-2]  # the C type, even once threading.local is patched
 
 
 class _ThreadToken:
@@ -329,14 +362,22 @@ class Tracker:
 
     def _reset_state(self) -> None:
         self._lock = _thread.allocate_lock()
+        # One slot object for the tracker's life (the threading.local hook holds it): after a
+        # fork the surviving thread's part is emptied, the others' went with their threads.
+        slot = getattr(self, "_tls", None)
+        if slot is None:
+            # ``cells`` maps ``(kind, site)`` to the thread's cell, and the fast-path keys
+            # ``(id(code), offset, class)`` to the same cells; ``token`` ends with the thread
+            self._tls = _RawLocal()
+        else:
+            vars(slot).clear()
         self._sites: dict[Key, SiteStats] = {}
         self._made = 0  # references made (racy count): when to count the live ones again
         self._recount_at = 4096
         self._capped = False  # max_live_refs reached: new instances are not watched
-        self._tls = _thread._local()
         self._serials = itertools.count(1)
         self._alive: dict[int, _ThreadEnd] = {}  # thread serial -> reference to its token
-        self._thread_cells: dict[int, dict[tuple[str, Site], _Cell]] = {}
+        self._thread_cells: dict[int, dict[Any, _Cell]] = {}
         self._ended: deque[_ThreadEnd] = deque()  # threads that ended since the last drain
         self._on_thread_end = self._ended.append
         self._names: dict[int, str] = {}  # thread serial -> name (bounded: MAX_NAMES)
@@ -360,6 +401,12 @@ class Tracker:
             return (self._generation, created, live)
 
     @property
+    def slot(self) -> Any:
+        """The per-thread slot, whose ``cells`` the ``threading.local`` fast path reads (the
+        same object for the tracker's life, forks included)."""
+        return self._tls
+
+    @property
     def total_created(self) -> int:
         with self._lock:
             return sum(stats.created for stats in self._sites.values())
@@ -372,48 +419,77 @@ class Tracker:
             cells = self._tls.cells
         except AttributeError:
             cells = self._new_thread()
-        cell = cells.get((kind, site))
-        if cell is None or cell.count >= cell.limit:
-            self._record_locked(kind, site, obj, base, cell, cells)
+        key = (kind, site[0], site[1], site[2])
+        cell = cells.get(key)
+        if cell is None:
+            self._record_locked(key, site, obj, base, cell, cells)
             return
-        cell.count += 1
+        self.record_cell(cell, obj)
+
+    def record_cell(self, cell: _Cell, obj: object) -> None:
+        """:meth:`record` for a caller that holds the thread's cell (the fast path)."""
+        count = cell.count
+        # the lock also when a thread ended: its cells are folded (memory back) at once, not
+        # at whatever creation next needs the lock
+        if count >= cell.limit or self._ended:
+            self._record_locked(None, None, obj, None, cell, None)
+            return
+        count += 1
+        cell.count = count
         stats = cell.stats
-        if stats.stride != 1:
-            cell.skip += 1
-            if cell.skip < stats.stride:
-                return  # the next watched one stands for it
-        else:
-            cell.skip = 1
+        stride = stats.stride
+        if stride != 1 and count - cell.mark < stride:  # the next watched one stands for it
+            quick = cell.mark + stride - 1  # _allow_quick, inline: the hottest path
+            cell.quick = quick if quick < cell.limit else cell.limit
+            return
         watches = stats.watches
         if watches is not None and len(watches) < stats.watch_cap and not self._capped:
             try:
                 watches.add(_Watch(obj, stats.discard))
             except TypeError:  # the type does not support weak references
-                cell.untracked += cell.skip
-            cell.skip = 0
+                cell.untracked += count - cell.mark
+            cell.mark = count
         elif self._capped:  # max_live_refs reached: not watched (live: a lower bound)
-            cell.untracked += cell.skip
-            cell.skip = 0
+            cell.untracked += count - cell.mark
+            cell.mark = count
         else:  # the set is full, or the site has none yet
             self._crowded(cell, obj)
             return
+        if stride != 1:
+            quick = count + stride - 1  # (the mark is the count now)
+            cell.quick = quick if quick < cell.limit else cell.limit
         self._made += 1
         if self._made >= self._recount_at:
             self._recount()
 
+    def remember(self, key: tuple[int, int, type], code: object, kind: str, site: Site) -> None:
+        """Let the current thread's creations at ``key`` (``(id(code), offset, class)``) count
+        in its cell of ``(kind, site)`` without calling :meth:`record` while the cell's
+        ``quick`` allows it. The cell keeps ``code``: the id in the key stays its own."""
+        cells = self._tls.cells
+        cell = cells.get((kind, site[0], site[1], site[2]))
+        # from the second creation on: most sites create once, and a key costs ~150 B
+        if cell is None or cell.count < 2 or len(cells) >= MAX_FAST_KEYS or key in cells:
+            return
+        if cell.code is None:
+            cell.code = code
+        elif cell.code is not code:
+            return  # one code per cell (another code at the same site takes the slow path)
+        with self._lock:
+            cells[key] = cell
+
     def _watch_locked(self, cell: _Cell, obj: object) -> None:
         """The watching part of :meth:`record`, under the lock."""
-        cell.skip += 1
         stats = cell.stats
-        if cell.skip < stats.stride:
+        if cell.count - cell.mark < stats.stride:
             return
         watches = stats.watches
         if watches is not None and len(watches) < stats.watch_cap and not self._capped:
             try:
                 watches.add(_Watch(obj, stats.discard))
             except TypeError:
-                cell.untracked += cell.skip
-            cell.skip = 0
+                cell.untracked += cell.count - cell.mark
+            cell.mark = cell.count
         else:
             self._open_level(cell, obj)
         self._made += 1
@@ -427,7 +503,7 @@ class Tracker:
         or it has no set yet: its first watched instance, or its first set."""
         stats = cell.stats
         if stats.watches is None and not self._capped:
-            weight, cell.skip = cell.skip, 0
+            weight, cell.mark = cell.count - cell.mark, cell.count
             try:
                 if stats.first is None:
                     stats.first = ref(obj)
@@ -439,7 +515,7 @@ class Tracker:
                     _new_level(stats, 1)
             return
         self._count_watched()
-        weight, cell.skip = cell.skip, 0
+        weight, cell.mark = cell.count - cell.mark, cell.count
         if self._capped or stats.stride >= MAX_STRIDE:
             cell.untracked += weight
             return
@@ -464,14 +540,14 @@ class Tracker:
         self._recount_at = self._made + max((self.max_live_refs - total) // 2, 1024)
         return total
 
-    def _new_thread(self) -> dict[tuple[str, Site], _Cell]:
+    def _new_thread(self) -> dict[Any, _Cell]:
         """This thread's cells, made on its first creation."""
         with self._lock:
             serial = next(self._serials)
             token = _ThreadToken(serial, _thread_name())
             end = _ThreadEnd(token, self._on_thread_end)
             end.serial = serial
-            cells: dict[tuple[str, Site], _Cell] = {}
+            cells: dict[Any, _Cell] = {}
             self._alive[serial] = end
             self._names[serial] = token.name
             self._thread_cells[serial] = cells
@@ -483,13 +559,15 @@ class Tracker:
 
     def _record_locked(
         self,
-        kind: str,
-        site: Site,
+        key: Any,
+        site: Any,
         obj: object,
         base: Optional[str],
         cell: Optional[_Cell],
-        cells: dict[tuple[str, Site], _Cell],
+        cells: Any,
     ) -> None:
+        """A new cell (``key``, ``site``, ``base`` and ``cells`` needed) or one that has made
+        its allowance."""
         now = time.time()
         event = None
         with self._lock:
@@ -497,48 +575,47 @@ class Tracker:
                 self._drain()
             first = cell is None
             if cell is None:
-                cell = self._new_cell(kind, site, base, cells, now)
+                cell = self._new_cell(key, site, base, cells, now)
             cell.count += 1
             self._generation += 1
             self._watch_locked(cell, obj)
             event = self._report(cell, first, now)
+            _allow_quick(cell, cell.stats.stride)
         if event is not None and self.on_suspect is not None:
             self.on_suspect(event[1], event[0])
 
     def _new_cell(
-        self,
-        kind: str,
-        site: Site,
-        base: Optional[str],
-        cells: dict[tuple[str, Site], _Cell],
-        now: float,
+        self, key: Key, site: Site, base: Optional[str], cells: dict[Any, _Cell], now: float
     ) -> _Cell:
-        key = (kind, site[0], site[1], site[2])
+        """The thread's cell of ``key`` (``(kind, file, line, function)``): the thread's cells
+        and the site index share the key tuple."""
         stats = self._sites.get(key)
         if stats is None:
-            stats = self._new_site(kind, site, base, now)
+            stats = self._new_site(key, site, base, now)
         serial = self._tls.token.serial
-        for existing in stats.cells:  # the overflow site, or a second key for one site
+        for existing in stats.cells:  # the overflow site
             if existing.serial == serial:
-                cells[(kind, site)] = existing
+                cells[key] = existing
                 return existing
         cell = _Cell(stats, serial)
-        stats.cells.append(cell)
+        stats.cells = (*stats.cells, cell)
         stats.threads += 1
         stats.alive_creators += 1
-        cells[(kind, site)] = cell
+        cells[key] = cell
         return cell
 
-    def _new_site(self, kind: str, site: Site, base: Optional[str], now: float) -> SiteStats:
+    def _new_site(self, key: Key, site: Site, base: Optional[str], now: float) -> SiteStats:
+        kind = key[0]
         if len(self._sites) >= self.max_sites:
             self.overflowed += 1
             site = (OVERFLOW_FILE, 0, "")
-            stats = self._sites.get((kind, OVERFLOW_FILE, 0, ""))
+            key = (kind, OVERFLOW_FILE, 0, "")
+            stats = self._sites.get(key)
             if stats is not None:
                 return stats
         stats = SiteStats(kind, site, base, now)
         stats.watch_cap = self._watch_cap
-        self._sites[(kind, stats.file, stats.line, stats.function)] = stats
+        self._sites[key] = stats
         return stats
 
     def _leak(self, stats: SiteStats, excess: int, now: float) -> None:
@@ -601,6 +678,7 @@ class Tracker:
                 share = max(min((left - 1) // max(len(cells), 1), threshold // 4), 0)
                 for other in cells:
                     other.limit = other.count + share
+                    other.quick = 0  # (stride 1: no creation passes the tracker)
                 return None
         elif not stats.warned_retention and live_excess >= threshold:
             stats.verdict = RETENTION
@@ -633,7 +711,7 @@ class Tracker:
         delta = cell.count - cell.flushed
         if delta:
             self._leak(stats, delta, now)
-        stats.cells.remove(cell)
+        stats.cells = tuple(other for other in stats.cells if other is not cell)
         stats.alive_creators -= 1
         stats.dead_created += cell.count
         stats.dead_untracked += cell.untracked
@@ -660,7 +738,7 @@ class Tracker:
         live_excess = stats.live - stats.concurrency
         if stats.debt + pending > self.threshold - 1 or live_excess >= self.threshold:
             for cell in stats.cells:
-                cell.limit = 0  # the next creation on each thread reports
+                cell.limit = cell.quick = 0  # the next creation on each thread reports
 
     # -- readers --------------------------------------------------------------------------
 

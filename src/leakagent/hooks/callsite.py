@@ -56,23 +56,18 @@ def short_path(filename: str) -> str:
 class SiteFinder:
     """Finds call sites, skipping the agent, wrapt and a target's own package directories."""
 
-    __slots__ = ("_at", "_kinds", "_skip", "direct_sites")
+    __slots__ = ("_at", "_kinds", "_skip")
 
     def __init__(self, skip_prefixes: tuple[str, ...] = ()) -> None:
         self._skip = (AGENT_DIR, *skip_prefixes)
         self._kinds: dict[str, int] = {}
         self._at: dict[int, tuple[object, Site]] = {}  # id(code) << 32 | offset -> site
-        self.direct_sites: dict[tuple[int, int, type], tuple[object, str, Site, str | None]] = {}
-        """(id(code), offset, class) -> (code, kind, site, base): what a hook that sees the
-        creating frame itself may count without finding the site again (filled by its slow
-        path through :meth:`direct`, emptied with the other caches)."""
 
     def add_skip(self, *prefixes: str) -> None:
         """Also skip files under these directories (e.g. wrapt once it is imported)."""
         self._skip = (*self._skip, *prefixes)
         self._kinds.clear()
         self._at.clear()
-        self.direct_sites.clear()
 
     def find_fast(self, depth: int = 1) -> Site:
         """:meth:`find` without ``constructing``, cheaper when the first frame past the
@@ -107,25 +102,18 @@ class SiteFinder:
             self._at[key] = (code, site)
         return site
 
-    def direct(self, frame: FrameType) -> tuple[Site | None, bool]:
+    def direct(self, frame: FrameType) -> Site | None:
         """The site of ``frame`` when it is the program's own code (what :meth:`find_fast`
-        returns when ``frame`` is the first frame past the skipped ones), else None; and
-        whether this location was seen before (worth a fast-path entry: most sites create
-        once, and an entry per site would cost ~200 B each)."""
+        returns when ``frame`` is the first frame past the skipped ones), else None. Not
+        cached: its caller (the ``threading.local`` hook) is asked again only for a site's
+        first creations on each thread, and most sites create once (~120 B each in a cache)."""
         code = frame.f_code
         kind = self._kinds.get(code.co_filename)
         if kind is None:
             kind = self._kind(code.co_filename)
         if kind != _USER:
-            return None, False
-        key = id(code) << 32 | frame.f_lasti  # one int: ~80 B less per cached site than a pair
-        entry = self._at.get(key)
-        if entry is not None and entry[0] is code:
-            return entry[1], True
-        site = (code.co_filename, frame.f_lineno or 0, _qualname(frame))
-        if len(self._at) < 20_000:
-            self._at[key] = (code, site)
-        return site, False
+            return None
+        return (code.co_filename, frame.f_lineno or 0, _qualname(frame))
 
     def _kind(self, filename: str) -> int:
         kind = self._kinds.get(filename)

@@ -42,20 +42,16 @@ _MARK = "__leakagent_counting__"
 
 class FastPath:
     """What ``__new__`` needs to count a creation at a known site without calling the hook:
-    the sites the hook has seen made directly by the program (``(id(code), offset, class) ->
-    (code, kind, site, base)``), the owner of ``record(kind, site, obj, base)`` and the
-    "inside a counted client construction" test. One Python call per creation instead of
-    three, and no walk over the stack (``docs/performance.md``)."""
+    the tracker's per-thread slot, whose ``cells`` dict maps ``(id(code), offset, class)`` to
+    the thread's cell at a site the hook has seen the program make directly (the tracker's
+    ``remember``); the owner of ``record_cell(cell, obj)``; and the "inside a counted client
+    construction" test. While the cell's ``quick`` allows it, ``__new__`` counts in the cell
+    itself: no Python call, no stack walk (``docs/performance.md``)."""
 
-    __slots__ = ("busy", "recorder", "sites")
+    __slots__ = ("busy", "recorder", "slot")
 
-    def __init__(
-        self,
-        sites: dict[tuple[int, int, type], tuple[object, str, Any, Any]],
-        recorder: Any,
-        busy: Callable[[], int],
-    ) -> None:
-        self.sites = sites
+    def __init__(self, slot: Any, recorder: Any, busy: Callable[[], int]) -> None:
+        self.slot = slot
         self.recorder = recorder
         self.busy = busy
 
@@ -65,41 +61,45 @@ def make_counting_local(hook: Hook, fast: FastPath | None = None) -> type:
 
     ``cls`` is :data:`RawLocal` for ``threading.local()`` itself (the kind the tracker knows as
     ``threading.local``), the user's class for a subclass; ``frame`` is the creating frame.
-    With ``fast``, a creation at a site in ``fast.sites`` goes to ``fast.recorder.record``
-    directly (the hook fills ``fast.sites``).
+    With ``fast``, a creation at a key of the thread's ``fast.slot.cells`` is counted in that
+    cell, or by ``fast.recorder.record_cell`` (the hook has the tracker fill the keys, by
+    ``remember``).
     """
-    raw_new = RawLocal.__new__
-    current: list[Hook | None] = [hook]
+    raw_new: Any = RawLocal.__new__
     getframe = sys._getframe
     if fast is None:
-        sites: dict[tuple[int, int, type], tuple[object, str, Any, Any]] = {}
-        recorder: Any = None
+        slot: Any = RawLocal()  # never has cells: every creation goes to the hook
+        record_cell: Any = None
         busy: Callable[[], int] = int
     else:
-        sites, recorder, busy = fast.sites, fast.recorder, fast.busy
-    lookup = sites.get
+        slot, record_cell, busy = fast.slot, fast.recorder.record_cell, fast.busy
 
     class _local(RawLocal):  # type: ignore[misc]
         __slots__ = ()  # no __dict__/__weakref__ of its own: a subclass may add them
 
         def __new__(cls, *args: Any, **kwargs: Any) -> Any:
             # not **{} when there are none: _thread._local keeps its keyword dict (+64 B each)
-            obj = raw_new(cls, *args, **kwargs) if kwargs else raw_new(cls, *args)
-            counting = current[0]
-            if counting is not None:
-                try:
-                    frame = getframe(1)
-                    code = frame.f_code
-                    entry = lookup((id(code), frame.f_lasti, cls))
-                    # the entry keeps its code object: an equal id is the same code
-                    if entry is not None and entry[0] is code and not busy():
-                        recorder.record(entry[1], entry[2], obj, entry[3])
+            obj = raw_new(cls, *args, **kwargs) if args or kwargs else raw_new(cls)
+            try:
+                frame = getframe(1)
+                try:  # the cell keeps the key's code object: an equal id is the same code
+                    cell = slot.cells[id(frame.f_code), frame.f_lasti, cls]
+                except (AttributeError, KeyError):  # the thread's first creation, a new site
+                    hook(RawLocal if cls is counter else cls, obj, frame)
+                else:
+                    if busy():
+                        hook(RawLocal if cls is counter else cls, obj, frame)
+                    elif cell.count < cell.quick:  # all that record_cell would do
+                        cell.count += 1
                     else:
-                        counting(RawLocal if cls is counter else cls, obj, frame)
-                except Exception as exc:
-                    current[0] = None  # switched off
-                    guard.failed(PART, exc)
+                        record_cell(cell, obj)
+            except Exception as exc:
+                setattr(counter, "__new__", staticmethod(_uncounted))  # noqa: B010 (switched off)
+                guard.failed(PART, exc)
             return obj
+
+    def _uncounted(cls: type, *args: Any, **kwargs: Any) -> Any:
+        return raw_new(cls, *args, **kwargs) if args or kwargs else raw_new(cls)
 
     counter = _local
     del counter.__slots__  # the class's namespace looks like the C type's

@@ -88,18 +88,18 @@ class Agent:
                 if len(self._subclass_kinds) < 1000:
                     self._subclass_kinds[cls] = known
             kind, base, key_cls = known, LOCAL_KIND, cls
-        site, again = finder.direct(frame) if frame is not None else (None, False)
+        site = finder.direct(frame) if frame is not None else None
         if site is None or frame is None:
             site = finder.find_fast(1)
-        elif again and key_cls is not None and len(finder.direct_sites) < 20_000:
-            code = frame.f_code
-            finder.direct_sites[(id(code), frame.f_lasti, key_cls)] = (code, kind, site, base)
+            self.tracker.record(kind, site, obj, base)
+            return
         self.tracker.record(kind, site, obj, base)
+        if key_cls is not None:
+            code = frame.f_code
+            self.tracker.remember((id(code), frame.f_lasti, key_cls), code, kind, site)
 
     def _patch_threading(self, module: ModuleType) -> None:
-        fast = threadlocal.FastPath(
-            self._local_sites.direct_sites, self.tracker, _construction_depth
-        )
+        fast = threadlocal.FastPath(self.tracker.slot, self.tracker, _construction_depth)
         if threadlocal.patch(module, self._local_created, fast):
             self._local_class = module.__dict__.get("local")
 

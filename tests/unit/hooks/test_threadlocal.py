@@ -7,10 +7,12 @@ import copy
 import pickle
 import threading
 from collections.abc import Iterator
+from types import FrameType
 
 import pytest
 
 from leakagent.core import guard
+from leakagent.core.tracker import Tracker
 from leakagent.hooks import threadlocal
 
 Created = list[tuple[type, object]]
@@ -105,7 +107,7 @@ def test_dynamic_subclasses_work_and_are_counted(created: Created) -> None:
     ]
 
     class S(threading.local):
-        __slots__ = ("a", "__dict__")
+        __slots__ = ("__dict__", "a")
 
     for cls in [*made, S]:
         obj = cls()
@@ -166,34 +168,68 @@ def test_a_failing_hook_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
             threading.local = _thread._local = original  # type: ignore[misc]
 
 
-def test_fast_path_counts_a_known_site_without_the_hook() -> None:
-    # the hook sees a site once and remembers it; later creations there go to the recorder
+def test_fast_path_counts_a_known_site_in_the_threads_cell() -> None:
+    # the hook sees a site's first two creations (the tracker remembers a key from the
+    # second); later ones are counted by __new__ in the thread's cell, or by record_cell when
+    # the tracker is due
+    tracker = Tracker(threshold=8)
     hook_calls: list[int] = []
-    recorded: list[tuple[str, object, object, object]] = []
-    sites: dict[tuple[int, int, type], tuple[object, str, object, object]] = {}
+    cell_calls: list[int] = []
     busy = [0]
+    site = ("f.py", 1, "g")
 
     class Recorder:
-        def record(self, kind: str, site: object, obj: object, base: object = None) -> None:
-            recorded.append((kind, site, obj, base))
+        def record_cell(self, cell: object, obj: object) -> None:
+            cell_calls.append(1)
+            tracker.record_cell(cell, obj)  # type: ignore[arg-type]
 
-    def hook(cls: type, obj: object, frame: object) -> None:
+    def hook(cls: type, obj: object, frame: FrameType) -> None:
         hook_calls.append(1)
-        code = frame.f_code  # type: ignore[attr-defined]
-        sites[(id(code), frame.f_lasti, counter)] = (code, "K", ("f", 1, "g"), None)  # type: ignore[attr-defined]
+        tracker.record("K", site, obj)
+        code = frame.f_code
+        tracker.remember((id(code), frame.f_lasti, counter), code, "K", site)
 
-    fast = threadlocal.FastPath(sites, Recorder(), lambda: busy[0])
+    fast = threadlocal.FastPath(tracker.slot, Recorder(), lambda: busy[0])
     counter = threadlocal.make_counting_local(hook, fast)
-    made = []
-    for _ in range(5):
-        made.append(counter())  # one call site
-    assert len(hook_calls) == 1
-    assert len(recorded) == 4
-    assert all(r[0] == "K" and r[1] == ("f", 1, "g") for r in recorded)
-    assert [r[2] for r in recorded] == made[1:]
+    for _ in range(1000):
+        counter()  # one call site, dropped at once: churn
+    assert len(hook_calls) == 2
+    (stats,) = tracker.snapshot()
+    assert stats["created"] == 1000 and stats["suspect"] and stats["verdict"] == "churn"
+    # after the verdict one in 16 is watched: most creations never called the tracker
+    assert 1000 // 16 <= len(cell_calls) < 200
     busy[0] = 1  # inside a counted client construction: the hook decides (and is called)
     counter()
-    assert len(hook_calls) == 2 and len(recorded) == 4
+    assert len(hook_calls) == 3
     busy[0] = 0
     counter()  # another call site: the hook again
-    assert len(hook_calls) == 3
+    assert len(hook_calls) == 4
+    assert tracker.snapshot()[0]["created"] == 1000 + 2
+
+
+def test_fast_path_keeps_exact_counts_on_many_threads() -> None:
+    tracker = Tracker(threshold=8)
+    site = ("f.py", 1, "g")
+
+    def hook(cls: type, obj: object, frame: FrameType) -> None:
+        tracker.record("K", site, obj)
+        code = frame.f_code
+        tracker.remember((id(code), frame.f_lasti, counter), code, "K", site)
+
+    fast = threadlocal.FastPath(tracker.slot, tracker, int)
+    counter = threadlocal.make_counting_local(hook, fast)
+    start = threading.Barrier(16)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(5000):
+            counter()
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (stats,) = tracker.snapshot()
+    assert stats["created"] == 16 * 5000
+    assert stats["threads"] == 16 and stats["max_per_thread"] == 5000
