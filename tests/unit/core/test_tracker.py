@@ -255,3 +255,51 @@ def test_live_stays_exact_below_the_sampling_level() -> None:
     del kept[::2]
     site = site_of(tracker)
     assert site["live"] == 500 and site["live_exact"]
+
+
+def test_an_ended_threads_cells_are_folded_at_the_next_creation() -> None:
+    # not at whatever creation next needs the lock: a pool that ended gives its memory back
+    tracker = Tracker(threshold=10**9)
+    for _ in range(3):
+        tracker.record("k", SITE, Thing())  # this thread's cell, its allowance given
+    t = threading.Thread(target=lambda: [tracker.record("k", SITE, Thing()) for _ in range(3)])
+    t.start()
+    t.join()
+    gc.collect()
+    assert len(tracker._thread_cells) == 2  # the ended thread's cells, not folded yet
+    tracker.record("k", SITE, Thing())
+    assert len(tracker._thread_cells) == 1
+    assert site_of(tracker)["created"] == 7
+
+
+def test_quick_lets_a_caller_count_only_what_record_would_not_look_at() -> None:
+    tracker = Tracker(threshold=8)
+    for _ in range(100):
+        tracker.record("k", SITE, Thing())  # churn: a verdict, then one in 16 watched
+    (cell,) = tracker.slot.cells.values()
+    assert site_of(tracker)["verdict"] == CHURN
+    assert 0 < cell.quick - cell.count < 16 and cell.quick <= cell.limit
+    while cell.count < cell.quick:
+        cell.count += 1  # what the threading.local fast path does
+    tracker.record_cell(cell, Thing())  # the one due to be watched
+    assert cell.mark == cell.count and site_of(tracker)["created"] == cell.count
+    before = Tracker(threshold=8)
+    for _ in range(3):
+        before.record("k", SITE, Thing())
+    (early,) = before.slot.cells.values()
+    assert early.quick <= early.count  # before a verdict every creation is recorded
+
+
+def test_reset_after_fork_keeps_the_slot_and_empties_this_threads_part() -> None:
+    tracker = Tracker(threshold=10**9)
+    slot = tracker.slot
+    tracker.record("k", SITE, Thing())
+    tracker.remember((1, 2, Thing), None, "k", SITE)  # refused: the cell made one
+    tracker.record("k", SITE, Thing())
+    code = compile("pass", "x", "exec")
+    tracker.remember((id(code), 0, Thing), code, "k", SITE)
+    assert (id(code), 0, Thing) in slot.cells and (1, 2, Thing) not in slot.cells
+    tracker.reset_after_fork()
+    assert tracker.slot is slot and not hasattr(slot, "cells")
+    tracker.record("k", SITE, Thing())
+    assert site_of(tracker)["created"] == 1
