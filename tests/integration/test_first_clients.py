@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -168,8 +169,6 @@ def test_patch_unpatch_patch_wraps_once(tmp_path: Path) -> None:
         requests.Session()
         print(tracker.totals()["created"])
     """)
-    import subprocess
-
     for runner in (
         lambda: subprocess.run([sys.executable, str(script)], env=clean_env(),
                                capture_output=True, text=True, timeout=60),
@@ -228,3 +227,34 @@ def test_the_agent_loads_only_wrapts_wrappers(tmp_path: Path, extensions: str) -
     sites = [s for s in load_report(tmp_path / "r.json")["sites"]
              if s["kind"] == "requests.Session"]
     assert sum(s["created"] for s in sites) == 12
+
+
+CALLED_BY_HAND = """
+    import requests, redis
+    session = requests.Session.__new__(requests.Session)
+    requests.Session.__init__(self=session)  # self as a keyword
+    print(type(session.adapters).__name__)
+    class Mine(redis.Redis):
+        def __init__(self, **kw):
+            super().__init__(host="127.0.0.1", port=1, **kw)
+    print(Mine(db=3).connection_pool.connection_kwargs["db"])
+    for call in (lambda: requests.Session.__init__(), lambda: redis.Redis(nohost=1)):
+        try:
+            call()
+        except TypeError as exc:
+            print(type(exc).__name__, str(exc).split("(")[-1][:40])
+"""
+
+
+def test_a_class_targets_init_takes_what_the_original_takes(tmp_path: Path) -> None:
+    # the replacement has no named parameter: keywords (self= included) reach the original
+    script = write_script(tmp_path, CALLED_BY_HAND)
+    plain = subprocess.run([sys.executable, str(script)], env=clean_env(),
+                           capture_output=True, text=True, timeout=60)
+    agent = run_python_launched(script, options=["--report", str(tmp_path / "r.json")])
+    assert plain.returncode == agent.returncode == 0, agent.stderr
+    assert agent.stdout == plain.stdout and plain.stdout.startswith("OrderedDict\n3\nTypeError")
+    sites = load_report(tmp_path / "r.json")["sites"]
+    counted = {(s["kind"], s["base"]): s["created"] for s in sites if s["origin"] == "user"}
+    assert counted[("requests.Session", None)] == 1  # the instance from self=
+    assert counted[("__main__.Mine", "redis.Redis")] == 1
