@@ -14,10 +14,28 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import IN_CI  # noqa: E402
+from tests.collectors import SilentCollector, StuckCollector
+from tests.helpers import IN_CI
 
 # pytester runs the pytest plugin's own test files (tests/integration/test_pytest_plugin.py).
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentCollector]:
+    """A collector that accepts connections and never answers (tests/collectors.py)."""
+    collector = SilentCollector()
+    yield collector
+    collector.close()
+
+
+@pytest.fixture
+def stuck() -> Iterator[StuckCollector]:
+    """A collector that answers the exit probe's greeting, never an export: alive, as far
+    as the probe can tell."""
+    collector = StuckCollector()
+    yield collector
+    collector.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,6 @@ level, and that a process whose exit bound is 60 s ends well within a 30 s subpr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,20 +26,6 @@ def handle():
 kept = [handle() for _ in range(60)]
 print("done")
 """
-
-
-@pytest.fixture
-def silent() -> Iterator[SilentCollector]:
-    collector = SilentCollector()
-    yield collector
-    collector.close()
-
-
-@pytest.fixture
-def stuck() -> Iterator[StuckCollector]:
-    collector = StuckCollector()
-    yield collector
-    collector.close()
 
 
 def _env(protocol: str, port: int) -> dict[str, str]:

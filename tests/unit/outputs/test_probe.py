@@ -4,28 +4,12 @@ against real sockets on loopback."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import pytest
 
 from leakagent.outputs.telemetry import Plan
 from leakagent.outputs.telemetry.probe import dead_collectors
 from tests.collectors import SilentCollector, StuckCollector
-
-
-@pytest.fixture
-def silent() -> Iterator[SilentCollector]:
-    collector = SilentCollector()
-    yield collector
-    collector.close()
-
-
-@pytest.fixture
-def live() -> Iterator[StuckCollector]:
-    """Answers the greeting: alive, as far as the probe can tell."""
-    collector = StuckCollector()
-    yield collector
-    collector.close()
 
 
 def plan(protocol: str = "grpc", traces: tuple[str, ...] = ("otlp",),
@@ -44,7 +28,7 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_refused_and_silent_are_dead_live_is_not(
-    protocol: str, silent: SilentCollector, live: StuckCollector
+    protocol: str, silent: SilentCollector, stuck: StuckCollector
 ) -> None:
     port = closed_port()
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
@@ -55,19 +39,19 @@ def test_refused_and_silent_are_dead_live_is_not(
     assert dead_collectors(plan(protocol), env) == (
         f"http://127.0.0.1:{silent.port} accepted the connection but did not answer within 0.1 s"
     )
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{live.port}"}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{stuck.port}"}
     assert dead_collectors(plan(protocol), env) is None
-    greeting = live.received[0]
+    greeting = stuck.received[0]
     if protocol == "grpc":
         assert greeting.startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     else:
         assert greeting.startswith(b"HEAD / HTTP/1.1\r\n")
 
 
-def test_one_live_collector_is_enough(silent: SilentCollector, live: StuckCollector) -> None:
+def test_one_live_collector_is_enough(silent: SilentCollector, stuck: StuckCollector) -> None:
     env = {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{silent.port}",
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"http://127.0.0.1:{live.port}",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": f"http://127.0.0.1:{stuck.port}",
     }
     assert dead_collectors(plan(), env) is None
     port = closed_port()
