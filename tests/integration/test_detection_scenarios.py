@@ -26,8 +26,9 @@ def progress(total):
     global _done
     with _done_lock:
         _done += 1
-        if _done == total // 2:
-            print("{HALF}", file=_sys.stderr, flush=True)
+        if _done == total // 2:  # one write: print() writes the newline on its own, and
+            _sys.stderr.write("{HALF}\\n")  # another thread's line could land in between
+            _sys.stderr.flush()
 """
 
 SEED_POOL = """

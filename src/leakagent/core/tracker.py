@@ -122,6 +122,7 @@ class SiteStats:
         "base",
         "cells",
         "concurrency",
+        "confirm_from",
         "dead_created",
         "dead_max",
         "dead_max_thread",
@@ -196,6 +197,10 @@ class SiteStats:
         self.flagged_after: Optional[dict[str, float]] = None
         self.verdict: Optional[str] = None
         self.warned_retention = False
+        # ``created`` when a sampled churn suspect went back to watching every instance, to
+        # confirm (or not) the retention its sample suggests; minus ``created`` when the last
+        # such look found none (the next one waits until twice as many were made); or 0
+        self.confirm_from = 0
 
     @property
     def created(self) -> int:
@@ -211,6 +216,21 @@ class SiteStats:
         estimate once sampled: each reference of a level stands for ``stride`` instances, the
         ones skipped since the last watched one are not counted)."""
         return self._first_alive() + sum(stride * len(w) for stride, w in self.levels)
+
+    @property
+    def live_counted(self) -> int:
+        """The live instances among those watched one by one: what a verdict may rest on.
+
+        A sampled level is no evidence of retention: a pool's threads run in step, so the one
+        in 16 each watches falls at about the same moment on all of them, and 32 threads each
+        holding one instance show 0 or 32 references, which ``live`` counts as 0 or 512. A
+        sample that suggests retention makes the site watch every instance again to know
+        (see ``Tracker._report``)."""
+        exact = self._first_alive()
+        for stride, watches in self.levels:
+            if stride == 1:
+                exact += len(watches)
+        return exact
 
     @property
     def watched(self) -> int:
@@ -281,12 +301,15 @@ def _allow_quick(cell: _Cell, stride: int) -> None:
 
 
 def _new_level(stats: SiteStats, stride: int) -> set[_Watch]:
-    """Watch one instance in ``stride`` from now on, in a set of its own (under the lock)."""
+    """Watch one instance in ``stride`` from now on, in a set of its own (under the lock).
+
+    The levels whose instances are all gone are dropped: a site that goes back and forth
+    between sampling and confirming keeps a few levels, not one per change."""
     stats.stride = stride
     watches: set[_Watch] = set()
     stats.watches = watches
     stats.discard = watches.discard
-    stats.levels = [*stats.levels, (stride, watches)]  # (rare: a few per site at most)
+    stats.levels = [*(level for level in stats.levels if level[1]), (stride, watches)]
     return watches
 
 
@@ -649,8 +672,7 @@ class Tracker:
             stats.live_peak = live
         threshold = self.threshold
         event = None
-        # sampled: ``live`` may be off by a stride; retention needs that much more
-        live_excess = live - stats.concurrency - (stats.stride - 1)
+        live_excess = stats.live_counted - stats.concurrency
         if stats.exempt:
             pass
         elif not stats.suspect:
@@ -680,11 +702,32 @@ class Tracker:
                     other.limit = other.count + share
                     other.quick = 0  # (stride 1: no creation passes the tracker)
                 return None
-        elif not stats.warned_retention and live_excess >= threshold:
-            stats.verdict = RETENTION
-            stats.warned_retention = True
-            event = ("retention", stats.as_dict(self._names))
-        cell.limit = cell.count + min(max(cell.count, 1), MAX_ALLOWANCE)
+        elif not stats.warned_retention:
+            if live_excess >= threshold:
+                stats.verdict = RETENTION
+                stats.warned_retention = True
+                stats.confirm_from = 0
+                event = ("retention", stats.as_dict(self._names))
+            elif stats.confirm_from > 0:
+                # watched one by one since: kept instances would have passed by now
+                if created - stats.confirm_from >= 2 * (stats.concurrency + threshold):
+                    stats.confirm_from = -created
+                    _new_level(stats, STRIDE_OF_SUSPECTS)
+            elif (
+                stats.stride > 1
+                and not self._capped
+                and created >= -2 * stats.confirm_from
+                and live - stats.concurrency - (stats.stride - 1) >= threshold
+            ):  # the sample suggests retention: watch every instance to know
+                stats.confirm_from = created
+                _new_level(stats, 1)
+                for other in stats.cells:  # (racy, as above) report soon, watch each one
+                    other.limit = other.count + max(threshold // 4, 1)
+                    other.quick = 0
+        if stats.confirm_from > 0:  # a verdict is pending: report as before one
+            cell.limit = cell.count + max(threshold // 4, 1)
+        else:
+            cell.limit = cell.count + min(max(cell.count, 1), MAX_ALLOWANCE)
         return event
 
     def _drain(self) -> None:
@@ -727,15 +770,15 @@ class Tracker:
 
     def _verdict(self, stats: SiteStats) -> str:
         """Retention when the instances alive pass the concurrency by the threshold."""
-        margin = stats.stride - 1  # sampled: ``live`` may be off by a stride
-        return RETENTION if stats.live - stats.concurrency - margin >= self.threshold else CHURN
+        excess = stats.live_counted - stats.concurrency
+        return RETENTION if excess >= self.threshold else CHURN
 
     def _check_unreported(self, stats: SiteStats) -> None:
         """A reader's pass: creations not yet reported by their cells may make a suspect."""
         if stats.suspect or stats.exempt:
             return
         pending = sum(cell.count - cell.flushed for cell in stats.cells)
-        live_excess = stats.live - stats.concurrency
+        live_excess = stats.live_counted - stats.concurrency
         if stats.debt + pending > self.threshold - 1 or live_excess >= self.threshold:
             for cell in stats.cells:
                 cell.limit = cell.quick = 0  # the next creation on each thread reports
@@ -838,6 +881,7 @@ class Tracker:
                     continue
                 site = stats.as_dict(self._names)
                 live = max(stats.live - live0, 0)
+                kept = stats.live_counted - live0  # (what a verdict may rest on)
                 site.update(
                     created=created,
                     threads=threads,
@@ -846,7 +890,7 @@ class Tracker:
                     max_thread=self._names.get(best_serial, "?") if best else stats.dead_max_thread,
                     live=live,
                     suspect=True,
-                    verdict=RETENTION if live - threads >= threshold else CHURN,
+                    verdict=RETENTION if kept - threads >= threshold else CHURN,
                     top_threads=[],
                 )
                 found.append(site)

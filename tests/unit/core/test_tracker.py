@@ -6,6 +6,8 @@ import gc
 import threading
 from typing import Any
 
+import pytest
+
 from leakagent.core.tracker import CHURN, OVERFLOW_FILE, RETENTION, THREADS_PER_SITE, Tracker
 
 
@@ -144,14 +146,72 @@ def test_churn_that_turns_into_retention_warns_again_once() -> None:
     for _ in range(10):
         tracker.record("k", SITE, Thing())
     kept = []
-    # once a churn suspect, one instance in 16 is watched and the site reports at doubling
-    # counts: retention is noticed within a doubling of the creations (here by the 48th)
+    # once a churn suspect, one instance in 16 is watched: when the sample suggests retention
+    # (at the cell's next report, a doubling) every instance is watched again, and retention
+    # is told once concurrency + threshold of those stay alive (here by the 55th kept)
     for _ in range(60):
         obj = Thing()
         kept.append(obj)
         tracker.record("k", SITE, obj)
     assert [e for e, _ in events] == ["suspect", "retention"]
     assert events[0][1]["verdict"] == CHURN
+    assert site_of(tracker)["verdict"] == RETENTION
+
+
+@pytest.mark.parametrize("threads", [8, 32, 128])
+def test_a_pool_in_step_is_churn_not_retention(threads: int) -> None:
+    # Each thread holds its one instance while all the others make theirs: the sampled
+    # references of a churn suspect (one in 16 per thread) fall on every thread at once, so
+    # the sample reads 0 or 16 x threads alive. Only instances watched one by one decide.
+    tracker = Tracker(threshold=40)
+    events = events_of(tracker)
+    barrier = threading.Barrier(threads)
+    rounds = 120
+
+    def work() -> None:
+        for _ in range(rounds):
+            obj = Thing()
+            tracker.record("k", SITE, obj)
+            barrier.wait()  # all alive at once
+            del obj
+            barrier.wait()
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert [(e, s["verdict"]) for e, s in events] == [("suspect", CHURN)]
+    site = site_of(tracker)
+    assert site["created"] == threads * rounds and site["verdict"] == CHURN
+
+
+def test_a_sample_that_suggests_retention_is_checked_a_bounded_number_of_times() -> None:
+    # In-step churn on 16 threads: each look at every instance finds no retention, and the
+    # next waits until twice as many were made (the watched levels stay few).
+    tracker = Tracker(threshold=40)
+    barrier = threading.Barrier(16)
+    looks = []
+
+    def work() -> None:
+        for _ in range(400):
+            obj = Thing()
+            tracker.record("k", SITE, obj)
+            barrier.wait()
+            del obj
+            barrier.wait()
+            stats = next(iter(tracker._sites.values()))
+            looks.append(stats.confirm_from)
+
+    pool = [threading.Thread(target=work) for _ in range(16)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    stats = next(iter(tracker._sites.values()))
+    started = {value for value in looks if value > 0}
+    assert len(started) <= 8, sorted(started)  # 6,400 creations: a handful of doublings
+    assert len(stats.levels) <= 3 and site_of(tracker)["verdict"] == CHURN
 
 
 def test_objects_without_weakref_support_make_live_a_lower_bound() -> None:
