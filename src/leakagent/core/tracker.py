@@ -650,10 +650,15 @@ class Tracker:
         at most that much of a burst.
         """
         debt = stats.debt + excess
-        if self.refresh_seconds > 0:
-            debt -= (now - stats.debt_time) / self.refresh_seconds
+        # ``now`` was read before the lock: a thread that waited for it brings an earlier
+        # time than the last report's, and a negative interval would add to the debt (with
+        # ``--threshold 1`` that alone made a per-thread cache a suspect)
+        elapsed = now - stats.debt_time
+        if elapsed > 0.0:
+            stats.debt_time = now
+            if self.refresh_seconds > 0:
+                debt -= elapsed / self.refresh_seconds
         stats.debt = debt if debt > 0.0 else 0.0  # the constant: no float kept per site
-        stats.debt_time = now
 
     def _report(self, cell: _Cell, first: bool, now: float) -> Optional[tuple[str, dict[str, Any]]]:
         """Fold the cell's new creations into its site's rule; a suspect event or None."""

@@ -363,3 +363,37 @@ def test_reset_after_fork_keeps_the_slot_and_empties_this_threads_part() -> None
     assert tracker.slot is slot and not hasattr(slot, "cells")
     tracker.record("k", SITE, Thing())
     assert site_of(tracker)["created"] == 1
+
+
+def test_a_creation_that_waited_for_the_lock_adds_no_debt(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A creation reads the clock before the lock: a thread that waited brings an earlier time
+    # than the report before it. That negative interval once added to the bucket, and with a
+    # threshold of 1 a per-thread cache (one creation per thread) became a suspect.
+    from leakagent.core import tracker as module
+
+    tracker = Tracker(threshold=1)
+    times = [100.002, 100.000, 100.001]
+    monkeypatch.setattr(module.time, "time", lambda: times.pop(0) if times else 100.004)
+    events = events_of(tracker)
+    done = threading.Event()
+    kept = []
+
+    def one(made: threading.Event) -> None:
+        obj = Thing()
+        kept.append(obj)
+        tracker.record("k", SITE, obj)
+        made.set()
+        done.wait()  # alive throughout: one creation per thread alive at a time
+
+    threads = []
+    for _ in range(3):  # in turn, with the clock above
+        made = threading.Event()
+        threads.append(threading.Thread(target=one, args=(made,)))
+        threads[-1].start()
+        made.wait()
+    suspects = [s["kind"] for s in tracker.snapshot() if s["suspect"]]
+    done.set()
+    for t in threads:
+        t.join()
+    monkeypatch.undo()
+    assert events == [] and suspects == [], events
