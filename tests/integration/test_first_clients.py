@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,34 @@ def test_a_class_targets_init_takes_what_the_original_takes(tmp_path: Path) -> N
     counted = {(s["kind"], s["base"]): s["created"] for s in sites if s["origin"] == "user"}
     assert counted[("requests.Session", None)] == 1  # the instance from self=
     assert counted[("__main__.Mine", "redis.Redis")] == 1
+
+
+NESTED = """
+    import collections, sys
+    import redis
+    from leakagent.hooks import patcher
+    calls = collections.Counter()
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == patcher.__file__:
+            calls[frame.f_code.co_name] += 1
+    sys.setprofile(profile)
+    client = redis.Redis(host="127.0.0.1", port=1)
+    sys.setprofile(None)
+    print(sorted(calls.items()), client.connection_pool.connection_kwargs["port"])
+"""
+
+
+def test_a_nested_construction_goes_straight_to_the_original(tmp_path: Path) -> None:
+    # redis.Redis() builds its ConnectionPool (a target too) with ~30 keywords: the pool's
+    # __init__ is looked up through the hook's __get__, which hands out the original bound:
+    # the keywords never pass through the agent's counting __init__, which runs once (Redis)
+    script = write_script(tmp_path, NESTED)
+    result = run_python_launched(script, options=["--report", str(tmp_path / "r.json")])
+    assert result.returncode == 0, result.stderr
+    calls = dict(ast.literal_eval(result.stdout.rsplit(" ", 1)[0]))
+    assert result.stdout.endswith(" 1\n")
+    assert calls.get("__get__") == 2 and calls.get("__init__") == 1, calls
+    assert calls.get("construct") == 1, calls
+    sites = load_report(tmp_path / "r.json")["sites"]
+    counted = {s["kind"]: s["created"] for s in sites if s["origin"] == "user"}
+    assert counted == {"redis.Redis": 1}, counted  # the pool counts with its client

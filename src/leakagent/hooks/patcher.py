@@ -18,6 +18,7 @@ import importlib._bootstrap
 import os
 import sys
 import time
+from types import MethodType
 
 from leakagent.core import guard
 from leakagent.core.tracker import CONSTRUCTION_DEPTH, qualified_name
@@ -328,20 +329,27 @@ class ConstructorHook:
 
 
 def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
-    """A plain function for a class target's ``__init__``: what wrapt's ``FunctionWrapper``
-    does there (bind a ``BoundFunctionWrapper`` on every construction, call the hook with an
-    args tuple and a kwargs dict) costs ~5.4k instructions per construction, this ~1.6k; a
-    ``requests.Session()`` goes through three (its own and two nested ``PoolManager``).
-    ``functools.update_wrapper`` keeps the original's names, annotations and ``__wrapped__``,
-    so ``inspect.signature``, ``inspect.getsource`` and ``typing.get_type_hints`` see the
-    original; ``__code__`` is the replacement's own."""
+    """What a class target's ``__init__`` becomes: a descriptor whose ``__get__`` hands out
+    the original, bound, when the construction is nested in a counted one (or the agent is
+    switched off), and the counting ``__init__`` below otherwise.
+
+    A nested construction so pays one ``__get__`` call and never passes through a Python
+    function with its arguments: ``redis.Redis()`` hands ~30 keywords to its
+    ``ConnectionPool``, and passing them through (packed into a dict, copied for the call,
+    unpacked again) cost ~12k instructions. wrapt's ``FunctionWrapper`` there (a
+    ``BoundFunctionWrapper`` bound on every construction, the hook called with an args tuple
+    and a kwargs dict) cost ~5.4k per construction. Read on the class, the attribute is the
+    counting ``__init__``, which ``functools.update_wrapper`` gave the original's names,
+    annotations and ``__wrapped__``: ``inspect.signature``, ``inspect.getsource`` and
+    ``typing.get_type_hints`` see the original, and ``Base.__init__(self, ...)`` counts."""
     depth = _depth
     off = _off
     construct = hook.construct
+    bind = MethodType
 
     # No named parameter, not even ``self``: the keywords go straight to ``kwargs`` without
-    # being compared with a parameter name one by one (~70 instructions each; redis passes
-    # ~30 to its pool), and ``self=`` given as a keyword reaches the original as before.
+    # being compared with a parameter name one by one (~70 instructions each), and ``self=``
+    # given as a keyword reaches the original as before.
     def __init__(*args: Any, **kwargs: Any) -> None:
         if depth.get() or PART in off:  # nested in a counted construction, or switched off
             return original(*args, **kwargs)  # type: ignore[no-any-return]
@@ -352,7 +360,31 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
     except (AttributeError, TypeError):
         __init__.__wrapped__ = original  # type: ignore[attr-defined]
     __init__.__leakagent_hook__ = hook  # type: ignore[attr-defined]
-    return __init__
+
+    def __get__(self: Any, instance: Any, owner: Any = None) -> Any:
+        if instance is None:
+            return __init__
+        if depth.get() or PART in off:
+            return bind(original, instance)
+        return bind(__init__, instance)
+
+    def __getattr__(self: Any, name: str) -> Any:  # read raw (``vars(cls)``): the original's
+        return getattr(__init__, name)  # names and ``__wrapped__``, as ``__init__`` has them
+
+    # a class of its own per target: its ``__get__`` reads the closure, not attributes
+    descriptor = type(
+        "CountedInit",
+        (),
+        {
+            "__slots__": (),
+            "__get__": __get__,
+            "__getattr__": __getattr__,
+            "__leakagent_hook__": hook,
+            "__doc__": getattr(original, "__doc__", None),
+            "__module__": __name__,
+        },
+    )
+    return descriptor()
 
 
 def is_ours(value: Any) -> bool:
