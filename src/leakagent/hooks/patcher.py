@@ -369,7 +369,7 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
         return bind(__init__, instance)
 
     def __getattr__(self: Any, name: str) -> Any:  # read raw (``vars(cls)``): the original's
-        return getattr(__init__, name)  # names and ``__wrapped__``, as ``__init__`` has them
+        return getattr(__init__, name)  # names, ``__wrapped__``, ``__leakagent_hook__``
 
     # a class of its own per target: its ``__get__`` reads the closure, not attributes
     descriptor = type(
@@ -379,7 +379,6 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
             "__slots__": (),
             "__get__": __get__,
             "__getattr__": __getattr__,
-            "__leakagent_hook__": hook,
             "__doc__": getattr(original, "__doc__", None),
             "__module__": __name__,
         },
