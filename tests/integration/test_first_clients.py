@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -279,14 +280,71 @@ NESTED = """
 def test_a_nested_construction_goes_straight_to_the_original(tmp_path: Path) -> None:
     # redis.Redis() builds its ConnectionPool (a target too) with ~30 keywords: the pool's
     # __init__ is looked up through the hook's __get__, which hands out the original bound:
-    # the keywords never pass through the agent's counting __init__, which runs once (Redis)
+    # the keywords never pass through the agent's counting function, which runs once (Redis,
+    # bound by __get__ as ``outermost``; the class attribute's ``__init__`` is not called)
     script = write_script(tmp_path, NESTED)
     result = run_python_launched(script, options=["--report", str(tmp_path / "r.json")])
     assert result.returncode == 0, result.stderr
     calls = dict(ast.literal_eval(result.stdout.rsplit(" ", 1)[0]))
     assert result.stdout.endswith(" 1\n")
-    assert calls.get("__get__") == 2 and calls.get("__init__") == 1, calls
-    assert calls.get("construct") == 1, calls
+    assert calls.get("__get__") == 2 and calls.get("outermost") == 1, calls
+    assert "__init__" not in calls and "construct" not in calls, calls
     sites = load_report(tmp_path / "r.json")["sites"]
     counted = {s["kind"]: s["created"] for s in sites if s["origin"] == "user"}
     assert counted == {"redis.Redis": 1}, counted  # the pool counts with its client
+
+
+FAST_PATH = """
+    import json, threading, requests
+    import leakagent.runtime.agent as bootstrap
+    THREADS, EACH = 16, 1200
+    kept = []
+    class Mine(requests.Session):
+        pass
+    barrier = threading.Barrier(THREADS)
+    def work():
+        barrier.wait()
+        for i in range(EACH):
+            requests.Session()  # churn at one line: counted in the thread's cell
+            if i % 3 == 0:
+                kept.append(requests.Session())  # retention at a line of its own
+            Mine()  # a program subclass at the same loop: its own kind
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    import collections, sys
+    calls = collections.Counter()
+    def profile(frame, event, arg):
+        if event == "call" and "leakagent" in frame.f_code.co_filename:
+            calls[frame.f_code.co_name] += 1
+    sys.setprofile(profile)
+    for _ in range(30):
+        requests.Session()
+    sys.setprofile(None)
+    sites = bootstrap.get_agent().tracker.snapshot()
+    print(json.dumps(sorted(
+        [s["kind"], s["line"], s["created"], s["verdict"], s["max_per_thread"]]
+        for s in sites if s["origin"] == "user" and s["line"] < 20)))
+    print(calls["outermost"], calls["_count"], calls["record"], calls["record_cell"])
+"""
+
+
+def test_client_fast_path_keeps_exact_counts_on_16_threads(tmp_path: Path) -> None:
+    # From a thread's second construction at a line, a class target's counted __init__ counts
+    # in the thread's cell without the site search or Tracker.record (the threading.local
+    # fast path); counts stay exact, verdicts and a subclass's own kind unchanged
+    script = write_script(tmp_path, FAST_PATH)
+    result = run_python_launched(script, timeout=300)
+    assert result.returncode == 0, result.stderr
+    counts, calls = result.stdout.splitlines()
+    rows = {(kind, line): (created, verdict, most)
+            for kind, line, created, verdict, most in json.loads(counts)}
+    assert rows == {
+        ("requests.Session", 12): (16 * 1200, "churn", 1200),
+        ("requests.Session", 14): (16 * 400, "retention", 400),
+        ("__main__.Mine", 15): (16 * 1200, "churn", 1200),
+    }, rows
+    # 30 at a new line on the main thread: the site search and record for the first two
+    # only (record hands the second to record_cell), then the thread's cell straight to
+    # record_cell for the other 28 (no verdict yet: every one is watched)
+    assert calls.split() == ["30", "2", "2", "29"], calls

@@ -102,6 +102,13 @@ class SiteFinder:
             self._at[key] = (code, site)
         return site
 
+    def cached(self, code: object, offset: int) -> Site | None:
+        """The site :meth:`find_fast` cached for a frame at ``(code, offset)``: found only when
+        that frame was the first past the skipped ones and the program's own, so its site does
+        not depend on the rest of the stack."""
+        entry = self._at.get(id(code) << 32 | offset)
+        return entry[1] if entry is not None and entry[0] is code else None
+
     def direct(self, frame: FrameType) -> Site | None:
         """The site of ``frame`` when it is the program's own code (what :meth:`find_fast`
         returns when ``frame`` is the first frame past the skipped ones), else None. Not

@@ -253,6 +253,10 @@ class ConstructorHook:
         self.tracker = tracker
         self.finder = _finder
         self._kinds: dict[type, tuple[str, str | None]] = {}
+        # the kind of an instance of the patched class itself, read without a method call
+        self.owned: tuple[str, str | None] | None = (
+            (target.kind, None) if owner is not None and target.kind is not None else None
+        )
         _skip_packages(target.packages)
 
     def _kind_of(self, obj: object) -> tuple[str, str | None]:
@@ -306,14 +310,28 @@ class ConstructorHook:
         obj = args[0] if args else kwargs.get("self")
         self._count(obj, start, _clock() if timed else 0, 3)
 
+    def remember(self, frame: Any) -> None:
+        """After a construction counted at the program's own ``frame``: let the thread's later
+        ones there take ``outermost``'s fast path (the tracker keeps the key from the
+        thread's second creation on)."""
+        if self.owned is None:
+            return
+        code = frame.f_code
+        offset = frame.f_lasti
+        site = self.finder.cached(code, offset)
+        if site is not None:
+            self.tracker.remember((id(code), offset, self.owner), code, self.owned[0], site)
+
     def _count(self, obj: Any, start: int, end: int, depth: int) -> None:
         """Count ``obj``; the frame ``depth`` above this one is the constructor's caller
-        (past ``__call__``, or past ``construct`` and the ``__init__`` replacement): the
+        (past ``__call__``, past ``construct`` and the ``__init__`` replacement, or past the
+        ``outermost`` that ``__get__`` bound): the
         search for the site starts there."""
         try:
             if guard.FAULTS:
                 guard.fault_point(PART)
-            kind, base = self._kind_of(obj)
+            known = self.owned if type(obj) is self.owner else None
+            kind, base = known if known is not None else self._kind_of(obj)
             if _missing and len(sys.modules) != _modules_seen:
                 _resolve_packages()
             if base is not None and self.target.is_class:  # a program subclass
@@ -345,7 +363,13 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
     depth = _depth
     off = _off
     construct = hook.construct
+    count = hook._count
+    clock = _clock
     bind = MethodType
+    getframe = sys._getframe
+    owner = hook.owner
+    slot = hook.tracker.slot
+    record_cell = hook.tracker.record_cell
 
     # No named parameter, not even ``self``: the keywords go straight to ``kwargs`` without
     # being compared with a parameter name one by one (~70 instructions each), and ``self=``
@@ -361,12 +385,44 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
         __init__.__wrapped__ = original  # type: ignore[attr-defined]
     __init__.__leakagent_hook__ = hook  # type: ignore[attr-defined]
 
+    def outermost(*args: Any, **kwargs: Any) -> None:
+        # What ``__get__`` binds when the construction is counted: :meth:`construct` inline
+        # (``args[0]`` is the instance the method was bound to). An instance of the class
+        # itself, made directly by a program frame the thread made one before, is counted in
+        # the thread's cell as the ``threading.local`` fast path does (``quick``), or by
+        # ``record_cell``: no site search, no ``record``.
+        token = depth.set(1)
+        timed = bool(listeners)
+        start = clock() if timed else 0
+        try:
+            original(*args, **kwargs)
+        finally:
+            depth.reset(token)
+        obj = args[0]
+        if timed or type(obj) is not owner:
+            count(obj, start, clock() if timed else 0, 2)
+            return
+        try:
+            frame = getframe(1)
+            try:  # the cell keeps the key's code object: an equal id is the same code
+                cell = slot.cells[id(frame.f_code), frame.f_lasti, owner]
+            except (AttributeError, KeyError):  # not remembered (yet)
+                count(obj, 0, 0, 2)
+                hook.remember(frame)
+                return
+            if cell.count < cell.quick:  # all that record_cell would do
+                cell.count += 1
+            else:
+                record_cell(cell, obj)
+        except Exception as exc:
+            guard.failed(PART, exc)
+
     def __get__(self: Any, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return __init__
         if depth.get() or PART in off:
             return bind(original, instance)
-        return bind(__init__, instance)
+        return bind(outermost, instance)
 
     def __getattr__(self: Any, name: str) -> Any:  # read raw (``vars(cls)``): the original's
         return getattr(__init__, name)  # names, ``__wrapped__``, ``__leakagent_hook__``
