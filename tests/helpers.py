@@ -17,10 +17,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def launcher() -> list[str]:
-    """The installed ``leakagent`` console script next to this interpreter."""
+    """The installed ``leakagent`` launcher script next to this interpreter."""
     found = shutil.which("leakagent", path=os.path.dirname(sys.executable))
     if found is None:
-        raise AssertionError("the leakagent console script is not installed beside " + sys.executable)
+        raise AssertionError("the leakagent launcher is not installed beside " + sys.executable)
     return [found]
 
 
