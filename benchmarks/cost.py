@@ -1,6 +1,6 @@
 """Per-creation cost, contention, kept-alive memory and earliness, trustworthy on a busy machine.
 
-    python benchmarks/cost.py [--only NAME ...] [--pairs N] [-o results/cost.json]
+    python benchmarks/cost.py [--only NAME ...] [--case CASE] [--pairs N] [-o results/cost.json]
 
 * **instructions** (``valgrind --tool=callgrind``): each case runs at two lengths, N and 2N
   creations, plain and under the agent (container mode: ``PYTHONPATH`` = the sitecustomize
@@ -56,6 +56,15 @@ INSTRUCTION_CASES = {
     # 5 to 10k either way (1,000 / 1,500 / 2,000 read +27.4k / +26.2k / +16.7k on the same tree)
     "redis.Redis()": (
         "import redis",
+        "redis.Redis(host='127.0.0.1', port=1)",
+        (1000, 1500, 2000),
+    ),
+    # the same with the set-up's heap frozen (gc.freeze()): a full collection then walks only
+    # what the loop made, so where the collections fall stops moving the difference by
+    # thousands; what the agent's own start-up objects add to each full collection (its GC
+    # tax, the warm-boto3 row) is left out of this reading
+    "redis.Redis(), heap frozen": (
+        "import redis, gc\ngc.collect()\ngc.freeze()",
         "redis.Redis(host='127.0.0.1', port=1)",
         (1000, 1500, 2000),
     ),
@@ -121,9 +130,11 @@ def per_creation(setup: str, statement: str, n: int, agent: bool) -> float:
     return (long - short) / n
 
 
-def bench_instructions() -> dict[str, dict[str, object]]:
+def bench_instructions(cases: list[str] | None = None) -> dict[str, dict[str, object]]:
     results = {}
     for name, (setup, statement, lengths) in INSTRUCTION_CASES.items():
+        if cases and not any(case in name for case in cases):
+            continue
         pairs = []
         for n in lengths if isinstance(lengths, tuple) else (lengths,):
             plain = per_creation(setup, statement, n, agent=False)
@@ -267,6 +278,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument(
+        "--case", action="append", help="only the instruction cases whose name contains CASE"
+    )
     default_output = str(ROOT / "benchmarks" / "results" / "cost.json")
     parser.add_argument("-o", "--output", default=default_output)
     options = parser.parse_args()
@@ -280,7 +294,7 @@ def main() -> None:
     # start-up, which the two-length differences cancel but the seed's whole runs do not
     compile_bytecode(PY, sitecustomize_dir())
     if "instructions" in wanted:
-        results["instructions"] = bench_instructions()
+        results["instructions"] = bench_instructions(options.case)
     if "contention" in wanted:
         results["contention"] = interleaved(CONTENTION, options.pairs, "stdout")
         print("contention", results["contention"], flush=True)
@@ -300,7 +314,13 @@ def main() -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.exists() and options.only:  # a partial run updates the last full one
         previous = json.loads(output.read_text())
-        previous.update({k: v for k, v in results.items() if k not in ("python", "started")})
+        for key, value in results.items():
+            if key in ("python", "started"):
+                continue
+            if key == "instructions" and options.case and isinstance(previous.get(key), dict):
+                previous[key].update(value)  # some cases: the others stay as measured
+            else:
+                previous[key] = value
         results = previous
     output.write_text(json.dumps(results, indent=2))
 
