@@ -325,8 +325,7 @@ class ConstructorHook:
     def _count(self, obj: Any, start: int, end: int, depth: int) -> None:
         """Count ``obj``; the frame ``depth`` above this one is the constructor's caller
         (past ``__call__``, past ``construct`` and the ``__init__`` replacement, or past the
-        ``outermost`` that ``__get__`` bound): the
-        search for the site starts there."""
+        ``outermost`` that ``__get__`` bound): the search for the site starts there."""
         try:
             if guard.FAULTS:
                 guard.fault_point(PART)
@@ -368,6 +367,7 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
     bind = MethodType
     getframe = sys._getframe
     owner = hook.owner
+    fast = hook.owned is not None  # a target labelled by its class never takes the fast path
     slot = hook.tracker.slot
     record_cell = hook.tracker.record_cell
 
@@ -399,7 +399,7 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
         finally:
             depth.reset(token)
         obj = args[0]
-        if timed or type(obj) is not owner:
+        if timed or not fast or type(obj) is not owner:
             count(obj, start, clock() if timed else 0, 2)
             return
         try:
