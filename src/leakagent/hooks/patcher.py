@@ -297,19 +297,6 @@ class ConstructorHook:
         self._count(instance if self.target.is_class else result, start, end, 2)
         return result
 
-    def construct(self, original: Any, args: Any, kwargs: Any) -> None:
-        """``__init__`` of a class target, outermost (see :func:`_init_replacement`); the
-        instance is ``args[0]`` (or ``self=``)."""
-        token = _depth.set(1)
-        timed = bool(listeners)
-        start = _clock() if timed else 0
-        try:
-            original(*args, **kwargs)
-        finally:
-            _depth.reset(token)
-        obj = args[0] if args else kwargs.get("self")
-        self._count(obj, start, _clock() if timed else 0, 3)
-
     def remember(self, frame: Any) -> None:
         """After a construction counted at the program's own ``frame``: let the thread's later
         ones there take ``outermost``'s fast path (the tracker keeps the key from the
@@ -324,8 +311,8 @@ class ConstructorHook:
 
     def _count(self, obj: Any, start: int, end: int, depth: int) -> None:
         """Count ``obj``; the frame ``depth`` above this one is the constructor's caller
-        (past ``__call__``, past ``construct`` and the ``__init__`` replacement, or past the
-        ``outermost`` that ``__get__`` bound): the search for the site starts there."""
+        (past ``__call__``, or past the ``outermost`` of :func:`_init_replacement`; the
+        agent's own frames above it are skipped): the search for the site starts there."""
         try:
             if guard.FAULTS:
                 guard.fault_point(PART)
@@ -361,12 +348,11 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
     ``typing.get_type_hints`` see the original, and ``Base.__init__(self, ...)`` counts."""
     depth = _depth
     off = _off
-    construct = hook.construct
     count = hook._count
     clock = _clock
     bind = MethodType
     getframe = sys._getframe
-    owner = hook.owner
+    patched = hook.owner
     fast = hook.owned is not None  # a target labelled by its class never takes the fast path
     slot = hook.tracker.slot
     record_cell = hook.tracker.record_cell
@@ -377,7 +363,7 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
     def __init__(*args: Any, **kwargs: Any) -> None:
         if depth.get() or PART in off:  # nested in a counted construction, or switched off
             return original(*args, **kwargs)  # type: ignore[no-any-return]
-        return construct(original, args, kwargs)
+        return outermost(*args, **kwargs)  # ``Base.__init__(self)``: rare, one call more
 
     try:  # names, docstring, annotations, attributes, __wrapped__ (missing ones skipped)
         functools.update_wrapper(__init__, original)
@@ -386,11 +372,13 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
     __init__.__leakagent_hook__ = hook  # type: ignore[attr-defined]
 
     def outermost(*args: Any, **kwargs: Any) -> None:
-        # What ``__get__`` binds when the construction is counted: :meth:`construct` inline
-        # (``args[0]`` is the instance the method was bound to). An instance of the class
-        # itself, made directly by a program frame the thread made one before, is counted in
-        # the thread's cell as the ``threading.local`` fast path does (``quick``), or by
-        # ``record_cell``: no site search, no ``record``.
+        # The outermost construction, counted: what ``__get__`` binds (``args[0]`` is the
+        # instance), and what ``__init__`` read on the class calls (``self=`` may be a
+        # keyword there). An instance of the class itself, made directly by a program frame
+        # the thread made one before, is counted in the thread's cell as the
+        # ``threading.local`` fast path does (``quick``), or by ``record_cell``: no site
+        # search, no ``record``. Through ``__init__`` the frame above is the agent's own,
+        # never remembered, so that rare path always takes ``count``.
         token = depth.set(1)
         timed = bool(listeners)
         start = clock() if timed else 0
@@ -398,14 +386,14 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
             original(*args, **kwargs)
         finally:
             depth.reset(token)
-        obj = args[0]
-        if timed or not fast or type(obj) is not owner:
+        obj = args[0] if args else kwargs.get("self")
+        if timed or not fast or type(obj) is not patched:
             count(obj, start, clock() if timed else 0, 2)
             return
         try:
             frame = getframe(1)
             try:  # the cell keeps the key's code object: an equal id is the same code
-                cell = slot.cells[id(frame.f_code), frame.f_lasti, owner]
+                cell = slot.cells[id(frame.f_code), frame.f_lasti, patched]
             except (AttributeError, KeyError):  # not remembered (yet)
                 count(obj, 0, 0, 2)
                 hook.remember(frame)
