@@ -392,8 +392,11 @@ def _init_replacement(original: Any, hook: ConstructorHook) -> Any:
             return
         try:
             frame = getframe(1)
-            try:  # the cell keeps the key's code object: an equal id is the same code
-                cell = slot.cells[id(frame.f_code), frame.f_lasti, patched]
+            try:  # the offset first, then the whole key (Tracker.remember)
+                cell = slot.cells[frame.f_lasti]
+                if cell.code is not frame.f_code or cell.klass is not patched:
+                    # the cell keeps the key's code object: an equal id is the same code
+                    cell = slot.cells[id(frame.f_code), frame.f_lasti, patched]
             except (AttributeError, KeyError):  # not remembered (yet)
                 count(obj, 0, 0, 2)
                 hook.remember(frame)

@@ -42,11 +42,12 @@ _MARK = "__leakagent_counting__"
 
 class FastPath:
     """What ``__new__`` needs to count a creation at a known site without calling the hook:
-    the tracker's per-thread slot, whose ``cells`` dict maps ``(id(code), offset, class)`` to
-    the thread's cell at a site the hook has seen the program make directly (the tracker's
-    ``remember``); the owner of ``record_cell(cell, obj)``; and the "inside a counted client
-    construction" test. While the cell's ``quick`` allows it, ``__new__`` counts in the cell
-    itself: no Python call, no stack walk (``docs/performance.md``)."""
+    the tracker's per-thread slot, whose ``cells`` dict maps ``offset`` (the cell keeping its
+    code and class) or ``(id(code), offset, class)`` to the thread's cell at a site the hook
+    has seen the program make directly (the tracker's ``remember``); the owner of
+    ``record_cell(cell, obj)``; and the "inside a counted client construction" test. While
+    the cell's ``quick`` allows it, ``__new__`` counts in the cell itself: no Python call, no
+    stack walk (``docs/performance.md``)."""
 
     __slots__ = ("busy", "recorder", "slot")
 
@@ -82,8 +83,11 @@ def make_counting_local(hook: Hook, fast: FastPath | None = None) -> type:
             obj = raw_new(cls, *args, **kwargs) if args or kwargs else raw_new(cls)
             try:
                 frame = getframe(1)
-                try:  # the cell keeps the key's code object: an equal id is the same code
-                    cell = slot.cells[id(frame.f_code), frame.f_lasti, cls]
+                try:  # the offset first, then the whole key (Tracker.remember)
+                    cell = slot.cells[frame.f_lasti]
+                    if cell.code is not frame.f_code or cell.klass is not cls:
+                        # the cell keeps the key's code object: an equal id is the same code
+                        cell = slot.cells[id(frame.f_code), frame.f_lasti, cls]
                 except (AttributeError, KeyError):  # the thread's first creation, a new site
                     hook(RawLocal if cls is counter else cls, obj, frame)
                 else:

@@ -233,3 +233,44 @@ def test_fast_path_keeps_exact_counts_on_many_threads() -> None:
     (stats,) = tracker.snapshot()
     assert stats["created"] == 16 * 5000
     assert stats["threads"] == 16 and stats["max_per_thread"] == 5000
+
+
+def test_fast_path_tells_apart_sites_at_the_same_offset() -> None:
+    # The fast path looks a creation up by its bytecode offset first. Two functions of the
+    # same shape create at the same offset, and one of them also makes a subclass there: the
+    # cell at the offset is checked by its code and class, the others are kept under the
+    # whole key, and each site keeps its own exact count without calling the hook again.
+    tracker = Tracker(threshold=10**9)
+    hook_calls: list[str] = []
+
+    def hook(cls: type, obj: object, frame: FrameType) -> None:
+        code = frame.f_code
+        key_cls = counter if cls is threadlocal.RawLocal else cls
+        kind = key_cls.__name__
+        hook_calls.append(f"{code.co_name} {kind}")
+        site = ("f.py", code.co_firstlineno, code.co_name)
+        tracker.record(kind, site, obj)
+        tracker.remember((id(code), frame.f_lasti, key_cls), code, kind, site)
+
+    fast = threadlocal.FastPath(tracker.slot, tracker, int)
+    counter = threadlocal.make_counting_local(hook, fast)
+
+    class Sub(counter):  # type: ignore[valid-type,misc]
+        pass
+
+    def one(cls: type) -> object:
+        return cls()
+
+    def two(cls: type) -> object:
+        return cls()
+
+    for _ in range(300):
+        one(counter)
+        two(counter)
+        one(Sub)
+    created = {(s["function"], s["kind"]): s["created"] for s in tracker.snapshot()}
+    assert created == {("one", "_local"): 300, ("two", "_local"): 300, ("one", "Sub"): 300}
+    assert sorted(hook_calls) == ["one Sub"] * 2 + ["one _local"] * 2 + ["two _local"] * 2
+    offsets = [key for key in tracker.slot.cells if isinstance(key, int)]
+    assert len(offsets) == 1  # one cell under the offset, the other two under the tuple
+    assert sum(len(key) == 3 for key in tracker.slot.cells if isinstance(key, tuple)) == 2
