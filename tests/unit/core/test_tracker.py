@@ -158,6 +158,34 @@ def test_churn_that_turns_into_retention_warns_again_once() -> None:
     assert site_of(tracker)["verdict"] == RETENTION
 
 
+def test_a_busy_churn_suspect_watches_fewer_and_still_tells_retention() -> None:
+    # Past 1,024 creations per watched one, a churn suspect that keeps nothing watches half
+    # as many (one in 64 at most); kept instances still turn it into retention, at the cell's
+    # next report (here one doubling later) once they pass concurrency + threshold + 63, and
+    # a confirming look at every instance.
+    tracker = Tracker(threshold=5)
+    events = events_of(tracker)
+    strides = []
+    for _ in range(70_000):
+        tracker.record("k", SITE, Thing())
+        (stats,) = tracker._sites.values()
+        if not strides or strides[-1][1] != stats.stride:
+            strides.append((site_of(tracker)["created"], stats.stride))
+    assert [stride for _, stride in strides] == [1, 16, 32, 64]
+    assert strides[2][0] > 16 * 1024 and strides[3][0] > 32 * 1024
+    assert [e for e, _ in events] == ["suspect"]
+    kept = []
+    for _ in range(80_000):
+        obj = Thing()
+        kept.append(obj)
+        tracker.record("k", SITE, obj)
+        if len(events) == 2:
+            break
+    assert [e for e, _ in events] == ["suspect", "retention"]
+    assert site_of(tracker)["verdict"] == RETENTION
+    assert len(kept) <= 70_000 + 5 * (1 + 5)  # the report a doubling later, the look
+
+
 @pytest.mark.parametrize("threads", [8, 32, 128])
 def test_a_pool_in_step_is_churn_not_retention(threads: int) -> None:
     # Each thread holds its one instance while all the others make theirs: the sampled
