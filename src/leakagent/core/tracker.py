@@ -688,8 +688,11 @@ class Tracker:
         self._leak(stats, excess, now)
         created = stats.created
         live = stats.live
-        if live > stats.live_peak:
-            stats.live_peak = live
+        # the peak from the low end of a sample's reading, never more than is known alive:
+        # one watched instance at one in 64 stands for 1 to 64 (a 10-thread churn read 64)
+        low = live - (stats.stride - 1) if stats.stride > 1 else live
+        if low > stats.live_peak:
+            stats.live_peak = low
         threshold = self.threshold
         event = None
         live_excess = stats.live_counted - stats.concurrency

@@ -174,6 +174,21 @@ def test_a_busy_churn_suspect_watches_fewer_and_still_tells_retention() -> None:
     assert [stride for _, stride in strides] == [1, 16, 32, 64]
     assert strides[2][0] > 16 * 1024 and strides[3][0] > 32 * 1024
     assert [e for e, _ in events] == ["suspect"]
+    # One watched instance kept alive, every other one dropped, until the cell's next
+    # report: the sample reads 64 alive (one reference at one in 64); the peak, which never
+    # claims more than is known to be alive, stays at what really was (the kept one and the
+    # one being created).
+    (cell,) = tracker.slot.cells.values()
+    keep = None
+    flushed = cell.flushed
+    while cell.flushed == flushed:
+        watched = len(stats.watches or ())
+        obj = Thing()
+        tracker.record("k", SITE, obj)
+        if keep is None and len(stats.watches or ()) > watched:
+            keep = obj
+    assert keep is not None and stats.live >= 64
+    assert site_of(tracker)["live_peak"] <= 2
     kept = []
     for _ in range(80_000):
         obj = Thing()
