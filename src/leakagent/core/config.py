@@ -65,6 +65,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Text summary on stderr at exit: auto (when there are suspects), always, never.",
     ),
     Setting("LEAKAGENT_TRACK_LOCALS", "1", "Count threading.local instantiations."),
+    Setting(
+        "LEAKAGENT_NATIVE",
+        "1",
+        "Count threading.local creations in the package's optional C fast path when it was "
+        "built; 0: the pure-Python one (the same counts, slower).",
+    ),
     Setting("LEAKAGENT_TRACK_CLIENTS", "1", "Count constructions of known client classes."),
     Setting(
         "LEAKAGENT_MAX_SITES",
@@ -180,6 +186,7 @@ class Config:
         report_interval: float = 5.0,
         summary: str = "auto",
         track_locals: bool = True,
+        native: bool = True,
         track_clients: bool = True,
         max_sites: int = 10_000,
         max_live_refs: int = 200_000,
@@ -204,6 +211,7 @@ class Config:
         self.report_interval = report_interval
         self.summary = summary
         self.track_locals = track_locals
+        self.native = native
         self.track_clients = track_clients
         self.max_sites = max_sites
         self.max_live_refs = max_live_refs
@@ -320,6 +328,7 @@ def load(environ: Optional[Mapping[str, str]] = None) -> Config:
         report_interval=reader.number("LEAKAGENT_REPORT_INTERVAL", float),
         summary=reader.choice("LEAKAGENT_SUMMARY", SUMMARY_MODES),
         track_locals=reader.flag("LEAKAGENT_TRACK_LOCALS"),
+        native=reader.flag("LEAKAGENT_NATIVE"),
         track_clients=reader.flag("LEAKAGENT_TRACK_CLIENTS"),
         max_sites=int(reader.number("LEAKAGENT_MAX_SITES", int)),
         max_live_refs=int(reader.number("LEAKAGENT_MAX_LIVE_REFS", int)),

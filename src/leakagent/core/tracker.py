@@ -297,6 +297,10 @@ class SiteStats:
         }
 
 
+Cell = _Cell
+"""The cell class, for the C fast path (``hooks/_countnew.c``), which reads its slots in place."""
+
+
 def _allow_quick(cell: _Cell, stride: int) -> None:
     """Set ``cell.quick`` from its limit, its mark and the site's stride (see ``_Cell``)."""
     quick = cell.mark + stride - 1

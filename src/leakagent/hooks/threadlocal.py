@@ -19,6 +19,12 @@ not an instance of the new class.
 
 This module does not use wrapt on purpose: ``import wrapt`` costs ~33 ms here and the class
 is installed in every process at start-up (see ``docs/design.md``).
+
+Where the package's optional C extension was built (``_countnew.c``), the class's ``__new__`` is
+its ``CountingNew``: the same steps as the Python ``__new__`` below, without a Python frame per
+creation, which on CPython 3.13 alone makes 10 threads creating locals 1.45x slower
+(``docs/performance.md``). The Python one stays the reference and the fallback
+(``LEAKAGENT_NATIVE=0``, no compiler at install time, a free-threaded build).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import _thread
 import sys
 
 from leakagent.core import guard
+from leakagent.core.tracker import Cell
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,14 +64,28 @@ class FastPath:
         self.busy = busy
 
 
-def make_counting_local(hook: Hook, fast: FastPath | None = None) -> type:
+def native_new() -> Any:
+    """The C extension's ``CountingNew`` type, or None where it was not built or must not be
+    used: a free-threaded build, whose GIL it would switch back on (and whose counting
+    without the GIL neither fast path supports)."""
+    gil_enabled = getattr(sys, "_is_gil_enabled", None)  # 3.13+ (sysconfig costs ~2 ms)
+    if gil_enabled is not None and not gil_enabled():
+        return None
+    try:
+        from leakagent.hooks import _countnew  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _countnew.CountingNew
+
+
+def make_counting_local(hook: Hook, fast: FastPath | None = None, native: bool = True) -> type:
     """A subclass of the C type that calls ``hook(cls, obj, frame)`` for each new instance.
 
     ``cls`` is :data:`RawLocal` for ``threading.local()`` itself (the kind the tracker knows as
     ``threading.local``), the user's class for a subclass; ``frame`` is the creating frame.
     With ``fast``, a creation at a key of the thread's ``fast.slot.cells`` is counted in that
     cell, or by ``fast.recorder.record_cell`` (the hook has the tracker fill the keys, by
-    ``remember``).
+    ``remember``). With ``native``, the C extension's ``__new__`` does it where it was built.
     """
     raw_new: Any = RawLocal.__new__
     getframe = sys._getframe
@@ -105,7 +126,20 @@ def make_counting_local(hook: Hook, fast: FastPath | None = None) -> type:
     def _uncounted(cls: type, *args: Any, **kwargs: Any) -> Any:
         return raw_new(cls, *args, **kwargs) if args or kwargs else raw_new(cls)
 
+    def _switch_off(exc: BaseException) -> None:  # the C __new__'s contained error
+        setattr(counter, "__new__", staticmethod(_uncounted))  # noqa: B010
+        guard.failed(PART, exc)
+
     counter = _local
+    made_in_c = native_new() if native else None
+    if made_in_c is not None:
+        setattr(  # noqa: B010 (the class attribute that slot_tp_new calls)
+            counter,
+            "__new__",
+            staticmethod(
+                made_in_c(RawLocal, counter, slot, busy, record_cell, hook, _switch_off, Cell)
+            ),
+        )
     del counter.__slots__  # the class's namespace looks like the C type's
     counter.__module__ = RawLocal.__module__
     counter.__qualname__ = RawLocal.__qualname__
@@ -119,7 +153,16 @@ def is_counting(cls: object) -> bool:
     return isinstance(cls, type) and _MARK in cls.__dict__
 
 
-def patch(threading: ModuleType, hook: Hook, fast: FastPath | None = None) -> bool:
+def uses_native(cls: object) -> bool:
+    """True if ``cls`` (a counting class) counts in the C extension's ``__new__``."""
+    made_in_c = native_new()
+    new = cls.__dict__.get("__new__") if isinstance(cls, type) else None
+    return made_in_c is not None and isinstance(getattr(new, "__func__", None), made_in_c)
+
+
+def patch(
+    threading: ModuleType, hook: Hook, fast: FastPath | None = None, native: bool = True
+) -> bool:
     """Put a counting class in place of ``_thread._local`` and ``threading.local``.
 
     Idempotent; True if patched now. Only a ``threading.local`` that is still the C type is
@@ -127,7 +170,7 @@ def patch(threading: ModuleType, hook: Hook, fast: FastPath | None = None) -> bo
     """
     if is_counting(threading.__dict__.get("local")) or is_counting(_thread.__dict__.get("_local")):
         return False
-    counter = make_counting_local(hook, fast)
+    counter = make_counting_local(hook, fast, native)
     if threading.__dict__.get("local") is RawLocal:
         threading.local = counter  # type: ignore[attr-defined]
     if _thread.__dict__.get("_local") is RawLocal:

@@ -100,7 +100,7 @@ class Agent:
 
     def _patch_threading(self, module: ModuleType) -> None:
         fast = threadlocal.FastPath(self.tracker.slot, self.tracker, _construction_depth)
-        if threadlocal.patch(module, self._local_created, fast):
+        if threadlocal.patch(module, self._local_created, fast, self.config.native):
             self._local_class = module.__dict__.get("local")
 
     def _hook_for(self, target: Target) -> Callable[[ModuleType], None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import copy
+import os
 import pickle
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,20 @@ from leakagent.core.tracker import Tracker
 from leakagent.hooks import threadlocal
 
 Created = list[tuple[type, object]]
+NATIVE = threadlocal.native_new()
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with both ``__new__`` implementations: the C extension's (where it
+    was built; in CI it must be) and the Python one, the reference and the fallback."""
+    if request.param == "python":
+        monkeypatch.setattr(threadlocal, "native_new", lambda: None)
+    elif NATIVE is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("the C fast path (leakagent.hooks._countnew) was not built")
+        pytest.skip("the C fast path was not built here (no compiler at install time)")
+    return str(request.param)
 
 
 @pytest.fixture
@@ -274,3 +289,109 @@ def test_fast_path_tells_apart_sites_at_the_same_offset() -> None:
     offsets = [key for key in tracker.slot.cells if isinstance(key, int)]
     assert len(offsets) == 1  # one cell under the offset, the other two under the tuple
     assert sum(len(key) == 3 for key in tracker.slot.cells if isinstance(key, tuple)) == 2
+
+
+def test_the_chosen_new_is_the_one_in_use(fast_path: str) -> None:
+    counter = threadlocal.make_counting_local(lambda cls, obj, frame: None)
+    assert threadlocal.uses_native(counter) is (fast_path == "c")
+    assert not threadlocal.uses_native(threadlocal.make_counting_local(lambda *a: None, None, False))
+
+
+@pytest.mark.expect_agent_errors
+@pytest.mark.parametrize("broken", ["busy", "record_cell", "cells"])
+def test_a_failure_on_the_fast_path_is_contained(
+    broken: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what the tracker's side of the fast path raises never reaches the program: counting
+    # switches off (said once), the object is made and returned as without the agent
+    monkeypatch.setattr(guard, "STRICT", False)
+    monkeypatch.setattr(guard, "_off", set())
+    tracker = Tracker(threshold=8)
+    site = ("f.py", 1, "g")
+
+    class Boom(Exception):
+        pass
+
+    def fail(*args: object) -> int:
+        raise Boom(broken)
+
+    class Slot:  # cells that cannot be looked up
+        @property
+        def cells(self) -> object:
+            raise Boom("cells")
+
+    def hook(cls: type, obj: object, frame: FrameType) -> None:
+        tracker.record("K", site, obj)
+        code = frame.f_code
+        tracker.remember((id(code), frame.f_lasti, counter), code, "K", site)
+
+    class Recorder:
+        record_cell = staticmethod(fail if broken == "record_cell" else tracker.record_cell)
+
+    fast = threadlocal.FastPath(
+        Slot() if broken == "cells" else tracker.slot,
+        Recorder(),
+        fail if broken == "busy" else int,
+    )
+    counter = threadlocal.make_counting_local(hook, fast)
+    made = [counter() for _ in range(200)]
+    assert all(type(obj) is counter for obj in made)
+    assert guard.is_off(threadlocal.PART)
+    made[0].x = 1
+    assert made[0].x == 1
+    assert type(counter()) is counter  # and after: uncounted
+
+
+def test_keyword_arguments_reach_init_in_every_thread() -> None:
+    tracker = Tracker(threshold=8)
+    seen: list[tuple[int, str]] = []
+
+    def hook(cls: type, obj: object, frame: FrameType) -> None:
+        tracker.record("K", ("f.py", 1, "g"), obj)
+
+    counter = threadlocal.make_counting_local(hook, threadlocal.FastPath(tracker.slot, tracker, int))
+
+    class Ctx(counter):  # type: ignore[valid-type,misc]
+        def __init__(self, a: int, *, b: str = "") -> None:
+            seen.append((a, b))
+            self.a, self.b = a, b
+
+    ctx = Ctx(1, b="x")
+    thread = threading.Thread(target=lambda: seen.append((ctx.a, ctx.b)))
+    thread.start()
+    thread.join()
+    assert seen == [(1, "x"), (1, "x"), (1, "x")]  # __init__ there again, then the read
+    with pytest.raises(TypeError, match="not supported"):
+        counter(1)
+    with pytest.raises(TypeError, match="not a subtype"):
+        counter.__new__(int)
+    with pytest.raises(TypeError):
+        counter.__new__()
+
+
+def test_fast_path_counts_with_cells_that_are_not_a_plain_dict() -> None:
+    # the C fast path reads a plain dict directly and anything else by subscript, as the
+    # Python one does: the counts are the same either way
+    tracker = Tracker(threshold=10**9)
+    site = ("f.py", 1, "g")
+    hook_calls: list[int] = []
+
+    class Cells(dict):  # type: ignore[type-arg]
+        pass
+
+    class Slot:
+        @property
+        def cells(self) -> object:
+            return Cells(tracker.slot.cells)
+
+    def hook(cls: type, obj: object, frame: FrameType) -> None:
+        hook_calls.append(1)
+        tracker.record("K", site, obj)
+        code = frame.f_code
+        tracker.remember((id(code), frame.f_lasti, counter), code, "K", site)
+
+    counter = threadlocal.make_counting_local(hook, threadlocal.FastPath(Slot(), tracker, int))
+    for _ in range(500):
+        counter()
+    assert len(hook_calls) == 2
+    assert tracker.snapshot()[0]["created"] == 500
