@@ -62,6 +62,41 @@ def test_agent_loads_under_launcher_and_in_container_mode(tmp_path: Path) -> Non
     assert plain.stdout == "plain\n"
 
 
+NATIVE_PROBE = """
+import threading
+from leakagent.hooks import threadlocal
+def make():
+    return threading.local()
+for _ in range(500):
+    make()
+print(threadlocal.uses_native(threading.local))
+"""
+
+
+def test_the_c_fast_path_counts_in_a_real_process_unless_switched_off(tmp_path: Path) -> None:
+    # The installed package carries the C fast path (CI installs it as a user would: the
+    # build must have worked there); LEAKAGENT_NATIVE=0 takes the Python one; both count
+    # every creation at the site exactly.
+    script = write_script(tmp_path, NATIVE_PROBE)
+    built = run_container_mode(["-c", "from leakagent.hooks import threadlocal; "
+                                "print(threadlocal.native_new() is not None)"])
+    if built.stdout.strip() != "True" and os.environ.get("CI", "").lower() not in ("1", "true"):
+        pytest.skip("the C fast path was not built here (no compiler at install time)")
+    for value, expected in (("1", "True"), ("0", "False")):
+        report = tmp_path / f"r{value}.json"
+        result = run_container_mode(
+            [str(script)],
+            env=clean_env(LEAKAGENT_NATIVE=value, LEAKAGENT_REPORT=str(report),
+                          LEAKAGENT_LOG_LEVEL="ERROR"),
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"{expected}\n"
+        (site,) = [s for s in load_report(report)["sites"] if s["function"] == "make"]
+        assert site["created"] == 500 and site["verdict"] == "churn"
+        said = run_launched(["--version"], env=clean_env(LEAKAGENT_NATIVE=value)).stdout
+        assert ("fast path: C)" in said) is (expected == "True"), said
+
+
 def test_disabled_agent_changes_nothing(tmp_path: Path) -> None:
     script = write_script(tmp_path, PROBE)
     for value in ("0", "false", "no", "off"):

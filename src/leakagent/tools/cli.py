@@ -52,6 +52,28 @@ def with_pythonpath(current: Optional[str], directory: str) -> str:
     return os.pathsep.join([directory, *kept])
 
 
+def _version_action(argparse: Any) -> Any:
+    """``--version``: the version, and which ``threading.local`` fast path this install has
+    (the C one is built at install time when a compiler is there; ``docs/performance.md``).
+    A class made here: the launcher imports argparse only when it needs the parser."""
+
+    class Version(argparse.Action):  # type: ignore[misc]
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            from leakagent.hooks import threadlocal
+
+            native = threadlocal.native_new() is not None
+            path = "C" if native else "pure Python (the C extension was not built)"
+            if native and os.environ.get("LEAKAGENT_NATIVE", "1").strip().lower() in _OFF:
+                path = "pure Python (LEAKAGENT_NATIVE=0)"
+            print(f"leakagent {__version__} (threading.local fast path: {path})")
+            parser.exit()
+
+    return Version
+
+
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
 def _parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -187,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the directory to put on PYTHONPATH for container mode, and exit",
     )
-    add("--version", action="version", version=f"leakagent {__version__}")
+    add("--version", action=_version_action(argparse), nargs=0,
+        help="print the version and which threading.local fast path is in use, and exit")
     add("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
