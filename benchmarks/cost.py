@@ -18,6 +18,10 @@
 * **first-warning**: the seed's bug in 8/32/64-thread pools: seconds from the start of the
   pool to the first ``leakagent:`` line, and the creations it had made by then.
 
+``--fast-path python`` measures the agent with its pure-Python ``threading.local`` fast path
+(``LEAKAGENT_NATIVE=0``) instead of the C one it uses where it was built; the results go to
+``results/cost-python.json`` unless ``-o`` says otherwise.
+
 Standard library only; the interpreter running it must have the agent and the client
 libraries installed (the project's test venv).
 """
@@ -82,6 +86,18 @@ def sitecustomize_dir() -> str:
     return subprocess.check_output([str(leakagent), "--sitecustomize-dir"], text=True).strip()
 
 
+AGENT_ENV: dict[str, str] = {}
+"""Set for every agent run (``--fast-path python``: ``LEAKAGENT_NATIVE=0``)."""
+
+
+def fast_path_in_use() -> str:
+    """Which ``threading.local`` fast path an agent run of this interpreter uses."""
+    probe = "import threading; from leakagent.hooks import threadlocal; "
+    probe += "print('c' if threadlocal.uses_native(threading.local) else 'python')"
+    done = subprocess.run([PY, "-c", probe], env=env_for(True), capture_output=True, text=True)
+    return done.stdout.strip() or f"unknown ({done.stderr.strip()[-200:]})"
+
+
 def env_for(agent: bool, **extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -93,6 +109,7 @@ def env_for(agent: bool, **extra: str) -> dict[str, str]:
     env["LEAKAGENT_LOG_LEVEL"] = "ERROR"
     if agent:
         env["PYTHONPATH"] = sitecustomize_dir()
+        env.update(AGENT_ENV)
     env.update(extra)
     return env
 
@@ -281,14 +298,23 @@ def main() -> None:
     parser.add_argument(
         "--case", action="append", help="only the instruction cases whose name contains CASE"
     )
-    default_output = str(ROOT / "benchmarks" / "results" / "cost.json")
-    parser.add_argument("-o", "--output", default=default_output)
+    parser.add_argument(
+        "--fast-path", choices=("c", "python"), default="c",
+        help="python: the agent's pure-Python threading.local fast path (LEAKAGENT_NATIVE=0)",
+    )
+    parser.add_argument("-o", "--output")
     options = parser.parse_args()
+    if options.fast_path == "python":
+        AGENT_ENV["LEAKAGENT_NATIVE"] = "0"
+    name = "cost.json" if options.fast_path == "c" else "cost-python.json"
+    options.output = options.output or str(ROOT / "benchmarks" / "results" / name)
     everything = [
         "instructions", "contention", "kept-alive", "seed", "seed-instructions", "first-warning"
     ]
     wanted = set(options.only or everything)
     results: dict[str, object] = {"python": sys.version.split()[0], "started": time.time()}
+    results["fast_path"] = fast_path_in_use()
+    print("fast path:", results["fast_path"], flush=True)
     # leakagent's .pyc, as a wheel install has them: without them (an editable install under
     # PYTHONDONTWRITEBYTECODE) every agent run compiles the package, +240M instructions of
     # start-up, which the two-length differences cancel but the seed's whole runs do not
