@@ -470,8 +470,34 @@ countingnew_get_off(CountingNew *self, void *closure)
     return PyBool_FromLong(self->off);
 }
 
+/* What introspection reads of a __new__ is the C type's own (name, doc, repr...): help(),
+ * pydoc and reprs of threading.local show what they show without the agent. */
+static PyObject *
+countingnew_delegate(CountingNew *self, void *name)
+{
+    if (self->raw_new == NULL) {
+        PyErr_SetString(PyExc_AttributeError, (const char *)name);
+        return NULL;
+    }
+    return PyObject_GetAttrString(self->raw_new, (const char *)name);
+}
+
+static PyObject *
+countingnew_repr(CountingNew *self)
+{
+    if (self->raw_new == NULL) {
+        return PyUnicode_FromString("<_thread._local.__new__>");
+    }
+    return PyObject_Repr(self->raw_new);
+}
+
 static PyGetSetDef countingnew_getset[] = {
     {"off", (getter)countingnew_get_off, NULL, "True once counting was switched off.", NULL},
+    {"__name__", (getter)countingnew_delegate, NULL, NULL, "__name__"},
+    {"__qualname__", (getter)countingnew_delegate, NULL, NULL, "__qualname__"},
+    {"__doc__", (getter)countingnew_delegate, NULL, NULL, "__doc__"},
+    {"__text_signature__", (getter)countingnew_delegate, NULL, NULL, "__text_signature__"},
+    {"__self__", (getter)countingnew_delegate, NULL, NULL, "__self__"},
     {NULL},
 };
 
@@ -480,6 +506,7 @@ static PyTypeObject CountingNewType = {
     .tp_name = "leakagent.hooks._countnew.CountingNew",
     .tp_basicsize = sizeof(CountingNew),
     .tp_dealloc = (destructor)countingnew_dealloc,
+    .tp_repr = (reprfunc)countingnew_repr,
     .tp_vectorcall_offset = offsetof(CountingNew, vectorcall),
     .tp_call = countingnew_call,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,

@@ -295,6 +295,11 @@ def test_the_chosen_new_is_the_one_in_use(fast_path: str) -> None:
     counter = threadlocal.make_counting_local(lambda cls, obj, frame: None)
     assert threadlocal.uses_native(counter) is (fast_path == "c")
     assert not threadlocal.uses_native(threadlocal.make_counting_local(lambda *a: None, None, False))
+    if fast_path == "c":  # what introspection reads of the C __new__ is the C type's own
+        new, raw = counter.__new__, threadlocal.RawLocal.__new__
+        for name in ("__name__", "__qualname__", "__doc__", "__self__"):
+            assert getattr(new, name) == getattr(raw, name), name
+        assert repr(new) == repr(raw)
 
 
 @pytest.mark.expect_agent_errors
