@@ -39,6 +39,8 @@ typedef struct {
     PyObject *cell_type;   /* the tracker's cell class, whose slots are read in place */
     PyObject *busy_var;    /* the ContextVar whose .get busy is, read without a call */
     Py_ssize_t off_code, off_klass, off_count, off_quick; /* slot offsets; 0: unknown */
+    PyObject *lasti_obj;   /* the last offset as an int: past 256 each would be a new one */
+    long lasti_value;
     int off;
 } CountingNew;
 
@@ -150,7 +152,20 @@ count_it(CountingNew *self, PyObject *cls, PyObject *obj)
         goto hook;
     }
 #if PY_VERSION_HEX >= 0x030B0000
-    lasti = PyLong_FromLong(PyFrame_GetLasti(frame));
+    long offset = PyFrame_GetLasti(frame);
+    if (self->lasti_obj != NULL && self->lasti_value == offset) {
+        lasti = self->lasti_obj; /* ints are immutable: one object serves every creation */
+        Py_INCREF(lasti);
+    } else {
+        lasti = PyLong_FromLong(offset);
+        if (lasti != NULL) {
+            PyObject *old = self->lasti_obj;
+            Py_INCREF(lasti);
+            self->lasti_obj = lasti;
+            self->lasti_value = offset;
+            Py_XDECREF(old);
+        }
+    }
 #else
     lasti = PyObject_GetAttrString((PyObject *)frame, "f_lasti");
 #endif
@@ -372,6 +387,7 @@ countingnew_clear(CountingNew *self)
     Py_CLEAR(self->failed);
     Py_CLEAR(self->cell_type);
     Py_CLEAR(self->busy_var);
+    Py_CLEAR(self->lasti_obj);
     return 0;
 }
 
@@ -445,6 +461,8 @@ countingnew_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->off = 0;
     self->cell_type = NULL;
     self->busy_var = NULL;
+    self->lasti_obj = NULL;
+    self->lasti_value = -1;
     self->off_code = self->off_klass = self->off_count = self->off_quick = 0;
     if (PyType_Check(cell_type)) {
         Py_INCREF(cell_type);
