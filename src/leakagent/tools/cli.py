@@ -59,19 +59,17 @@ def _version_action(argparse: Any) -> Any:
 
     class Version(argparse.Action):  # type: ignore[misc]
         def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            from leakagent.core import config
             from leakagent.hooks import threadlocal
 
             native = threadlocal.native_new() is not None
             path = "C" if native else "pure Python (the C extension was not built)"
-            if native and os.environ.get("LEAKAGENT_NATIVE", "1").strip().lower() in _OFF:
+            if native and not config.load(os.environ).native:  # read as the agent reads it
                 path = "pure Python (LEAKAGENT_NATIVE=0)"
             print(f"leakagent {__version__} (threading.local fast path: {path})")
             parser.exit()
 
     return Version
-
-
-_OFF = frozenset({"0", "false", "no", "off"})
 
 
 def _parser() -> argparse.ArgumentParser:
