@@ -103,7 +103,10 @@ def make_counting_local(hook: Hook, fast: FastPath | None = None, native: bool =
             # not **{} when there are none: _thread._local keeps its keyword dict (+64 B each)
             obj = raw_new(cls, *args, **kwargs) if args or kwargs else raw_new(cls)
             try:
-                frame = getframe(1)
+                try:
+                    frame = getframe(1)
+                except ValueError:  # made from C with no Python frame: no site to name
+                    return obj
                 try:  # the offset first, then the whole key (Tracker.remember)
                     cell = slot.cells[frame.f_lasti]
                     if cell.code is not frame.f_code or cell.klass is not cls:

@@ -400,3 +400,25 @@ def test_fast_path_counts_with_cells_that_are_not_a_plain_dict() -> None:
         counter()
     assert len(hook_calls) == 2
     assert tracker.snapshot()[0]["created"] == 500
+
+
+def test_a_local_made_with_no_python_frame_is_left_uncounted_and_counting_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a thread started on the class itself makes one from C, with no Python frame to name a
+    # site: that one is not counted, and nothing is switched off for the others
+    monkeypatch.setattr(guard, "STRICT", False)
+    monkeypatch.setattr(guard, "_off", set())
+    seen: list[type] = []
+    counter = threadlocal.make_counting_local(lambda cls, obj, frame: seen.append(cls))
+    made = threading.Event()
+
+    class Made(counter):  # type: ignore[valid-type,misc]
+        def __init__(self) -> None:
+            made.set()
+
+    _thread.start_new_thread(Made, ())  # the new thread calls Made() from C
+    assert made.wait(10)
+    counter()
+    assert seen == [threadlocal.RawLocal]
+    assert not guard.is_off(threadlocal.PART)
