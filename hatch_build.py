@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -60,6 +61,7 @@ def compile_extension(root: str, out_dir: str) -> str | None:
 
 class NativeBuildHook(BuildHookInterface):  # type: ignore[misc]
     PLUGIN_NAME = "custom"
+    _scratch: str | None = None
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name != "wheel":
@@ -73,7 +75,7 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[misc]
         if version == "editable":  # the editable wheel points at src/: build in place
             out_dir = os.path.join(self.root, "src", PACKAGE_DIR)
         else:
-            out_dir = tempfile.mkdtemp(prefix="leakagent-native-")
+            out_dir = self._scratch = tempfile.mkdtemp(prefix="leakagent-native-")
         built = compile_extension(self.root, out_dir)
         if built is None:
             return
@@ -81,3 +83,8 @@ class NativeBuildHook(BuildHookInterface):  # type: ignore[misc]
         build_data["infer_tag"] = True
         if version != "editable":
             build_data["force_include"][built] = f"{PACKAGE_DIR}/{os.path.basename(built)}"
+
+    def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
+        if self._scratch:  # the module is in the wheel now
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
