@@ -300,6 +300,10 @@ countingnew_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObj
         return NULL;
     }
     PyObject *cls = args[0];
+    if (self->raw == NULL) { /* cleared by the collector with its class: nothing to make */
+        PyErr_SetString(PyExc_TypeError, "_thread._local.__new__ is gone");
+        return NULL;
+    }
     if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, self->raw)) {
         /* the C type's own wrapper says what is wrong, as in plain Python */
         return PyObject_Vectorcall(self->raw_new, args, nargsf, kwnames);
@@ -349,10 +353,11 @@ countingnew_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObj
         Py_XDECREF(type);
         Py_XDECREF(value);
         Py_XDECREF(tb);
-        if (res == NULL) {
-            PyErr_Clear(); /* failed() contains its own errors; never the program's problem */
+        if (res == NULL) { /* failed() raises only under LEAKAGENT_STRICT=1 (tests), as in Python */
+            Py_DECREF(obj);
+            return NULL;
         }
-        Py_XDECREF(res);
+        Py_DECREF(res);
     }
     return obj;
 }
