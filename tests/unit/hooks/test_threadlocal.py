@@ -422,3 +422,26 @@ def test_a_local_made_with_no_python_frame_is_left_uncounted_and_counting_goes_o
     counter()
     assert seen == [threadlocal.RawLocal]
     assert not guard.is_off(threadlocal.PART)
+
+
+@pytest.mark.expect_agent_errors
+def test_a_fast_path_failure_raises_in_strict_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    # LEAKAGENT_STRICT=1 (the suite's own setting) makes a contained error raise, from either
+    # __new__, so that a bug on the fast path fails a test instead of hiding
+    monkeypatch.setattr(guard, "STRICT", True)
+    monkeypatch.setattr(guard, "_off", set())
+    tracker = Tracker(threshold=8)
+
+    def hook(cls: type, obj: object, frame: FrameType) -> None:
+        tracker.record("K", ("f.py", 1, "g"), obj)
+        code = frame.f_code
+        tracker.remember((id(code), frame.f_lasti, counter), code, "K", ("f.py", 1, "g"))
+
+    def busy() -> int:
+        raise LookupError("busy")
+
+    counter = threadlocal.make_counting_local(hook, threadlocal.FastPath(tracker.slot, tracker, busy))
+    with pytest.raises(LookupError, match="busy"):
+        for _ in range(3):  # the third one reaches the busy test
+            counter()
+    assert guard.is_off(threadlocal.PART)
