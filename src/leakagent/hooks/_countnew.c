@@ -128,6 +128,23 @@ counted(CountingNew *self, PyObject *cell, PyObject *obj)
     return set;
 }
 
+/* cells[key], a new reference; NULL without an exception when there is none. The tracker's
+ * plain dict is read directly, anything else by subscript, as the Python __new__ does. */
+static PyObject *
+cells_get(PyObject *cells, PyObject *key)
+{
+    if (PyDict_CheckExact(cells)) {
+        PyObject *cell = PyDict_GetItemWithError(cells, key);
+        Py_XINCREF(cell);
+        return cell;
+    }
+    PyObject *cell = PyObject_GetItem(cells, key);
+    if (cell == NULL && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear();
+    }
+    return cell;
+}
+
 static int
 count_it(CountingNew *self, PyObject *cls, PyObject *obj)
 {
@@ -138,9 +155,7 @@ count_it(CountingNew *self, PyObject *cls, PyObject *obj)
     }
     PyObject *kind = (cls == self->counter) ? (PyObject *)self->raw : cls;
     PyObject *cells = NULL, *lasti = NULL, *code = NULL, *key = NULL, *cell_code = NULL;
-    PyObject *cell_klass = NULL, *res = NULL;
-    PyObject *cell;         /* borrowed from cells */
-    PyObject *held = NULL;  /* a cell got from cells that are not a dict */
+    PyObject *cell_klass = NULL, *cell = NULL, *res = NULL;
     int rc = -1;
 
     cells = PyObject_GetAttr(self->slot, str_cells);
@@ -173,13 +188,7 @@ count_it(CountingNew *self, PyObject *cls, PyObject *obj)
         goto done;
     }
     code = (PyObject *)PyFrame_GetCode(frame);
-    if (!PyDict_CheckExact(cells)) {
-        goto generic; /* not the tracker's dict: subscripted, as the Python __new__ does */
-    }
-    cell = PyDict_GetItemWithError(cells, lasti);
-    if (cell == NULL && PyErr_Occurred()) {
-        goto done;
-    }
+    cell = cells_get(cells, lasti);
     if (cell != NULL) {
         cell_code = cell_get(self, cell, self->off_code, str_code);
         if (cell_code == NULL) {
@@ -193,52 +202,20 @@ count_it(CountingNew *self, PyObject *cls, PyObject *obj)
         }
         if (cell_code != code || cell_klass != cls) {
             /* the cell keeps the key's code object: an equal id is the same code */
+            Py_CLEAR(cell);
             key = Py_BuildValue("(NOO)", PyLong_FromVoidPtr(code), lasti, cls);
             if (key == NULL) {
                 goto done;
             }
-            cell = PyDict_GetItemWithError(cells, key);
-            if (cell == NULL && PyErr_Occurred()) {
-                goto done;
-            }
+            cell = cells_get(cells, key);
         }
     }
     if (cell == NULL) {
+        if (PyErr_Occurred()) {
+            goto done;
+        }
         goto hook;
     }
-    goto found;
-
-generic:
-    held = PyObject_GetItem(cells, lasti);
-    if (held != NULL) {
-        cell_code = PyObject_GetAttr(held, str_code);
-        if (cell_code == NULL) {
-            goto missing;
-        }
-        if (cell_code == code) {
-            cell_klass = PyObject_GetAttr(held, str_klass);
-            if (cell_klass == NULL) {
-                goto missing;
-            }
-        }
-        if (cell_code != code || cell_klass != cls) {
-            Py_CLEAR(held);
-            key = Py_BuildValue("(NOO)", PyLong_FromVoidPtr(code), lasti, cls);
-            if (key == NULL) {
-                goto done;
-            }
-            held = PyObject_GetItem(cells, key);
-        }
-    }
-    if (held == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_KeyError)) {
-            goto missing;
-        }
-        goto done;
-    }
-    cell = held;
-
-found:
     if (self->busy_var != NULL) {
         if (PyContextVar_Get(self->busy_var, NULL, &res) < 0) {
             goto done;
@@ -254,24 +231,21 @@ found:
         }
     }
     int busy = PyObject_IsTrue(res);
+    Py_CLEAR(res);
     if (busy < 0) {
         goto done;
     }
-    if (busy) {
-        Py_CLEAR(res);
-        goto hook;
+    if (!busy) {
+        rc = counted(self, cell, obj);
+        goto done;
     }
-    Py_INCREF(cell);
-    rc = counted(self, cell, obj);
-    Py_DECREF(cell);
-    goto done;
+    goto hook;
 
-missing: /* no cell, or one without the slot it should have: the hook decides, as in Python */
-    if (!PyErr_ExceptionMatches(PyExc_AttributeError) && !PyErr_ExceptionMatches(PyExc_KeyError)) {
+missing: /* a cell without the slot it should have: the hook decides, as in Python */
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
         goto done;
     }
     PyErr_Clear();
-    Py_CLEAR(res);
 
 hook:
     res = PyObject_CallFunctionObjArgs(self->hook, kind, obj, (PyObject *)frame, NULL);
@@ -279,7 +253,7 @@ hook:
 
 done:
     Py_XDECREF(res);
-    Py_XDECREF(held);
+    Py_XDECREF(cell);
     Py_XDECREF(cell_klass);
     Py_XDECREF(cell_code);
     Py_XDECREF(key);
