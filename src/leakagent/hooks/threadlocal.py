@@ -122,15 +122,14 @@ def make_counting_local(hook: Hook, fast: FastPath | None = None, native: bool =
                     else:
                         record_cell(cell, obj)
             except Exception as exc:
-                setattr(counter, "__new__", staticmethod(_uncounted))  # noqa: B010 (switched off)
-                guard.failed(PART, exc)
+                _switch_off(exc)
             return obj
 
     def _uncounted(cls: type, *args: Any, **kwargs: Any) -> Any:
         return raw_new(cls, *args, **kwargs) if args or kwargs else raw_new(cls)
 
-    def _switch_off(exc: BaseException) -> None:  # the C __new__'s contained error
-        setattr(counter, "__new__", staticmethod(_uncounted))  # noqa: B010
+    def _switch_off(exc: BaseException) -> None:  # a contained error, in either __new__
+        setattr(counter, "__new__", staticmethod(_uncounted))  # noqa: B010 (switched off)
         guard.failed(PART, exc)
 
     counter = _local

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _thread
 import copy
-import os
 import pickle
 import threading
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 from leakagent.core import guard
 from leakagent.core.tracker import Tracker
 from leakagent.hooks import threadlocal
+from tests.helpers import IN_CI
 
 Created = list[tuple[type, object]]
 NATIVE = threadlocal.native_new()
@@ -27,7 +27,7 @@ def fast_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     if request.param == "python":
         monkeypatch.setattr(threadlocal, "native_new", lambda: None)
     elif NATIVE is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if IN_CI:
             pytest.fail("the C fast path (leakagent.hooks._countnew) was not built")
         pytest.skip("the C fast path was not built here (no compiler at install time)")
     return str(request.param)
