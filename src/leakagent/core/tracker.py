@@ -694,7 +694,7 @@ class Tracker:
         live = stats.live
         # the peak from the low end of a sample's reading, never more than is known alive:
         # one watched instance at one in 64 stands for 1 to 64 (a 10-thread churn read 64)
-        low = live - (stats.stride - 1) if stats.stride > 1 else live
+        low = live - (stats.stride - 1)  # stride 1: live itself
         if low > stats.live_peak:
             stats.live_peak = low
         threshold = self.threshold
